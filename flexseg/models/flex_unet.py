@@ -1,0 +1,275 @@
+"""FlexUNet: a UNet whose depth, filters, kernels, dilation and dropout are configurable."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Real
+
+import keras
+
+NORMALIZATIONS = ("none", "batch", "group")
+OUTPUTS = ("softmax", "logits")
+
+# Keras' default momentum (0.99) leaves the moving statistics far from the data after short
+# runs, and a model that trained well predicts garbage in inference mode; 0.9 tracks them.
+BATCH_NORM_MOMENTUM = 0.9
+MAX_GROUPS = 8
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
+
+
+def _kernel_pair(base_kernels) -> tuple[int, int]:
+    if isinstance(base_kernels, int) and not isinstance(base_kernels, bool):
+        pair = (base_kernels, base_kernels)
+    elif isinstance(base_kernels, Sequence) and not isinstance(base_kernels, str):
+        pair = tuple(base_kernels)
+    else:
+        pair = ()
+    if len(pair) != 2 or not all(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in pair
+    ):
+        raise ValueError(
+            "`base_kernels` must be a positive integer or a pair (height, width) of positive "
+            f"integers. Received: base_kernels={base_kernels!r}"
+        )
+    return pair
+
+
+def level_kernel(base_kernels, level: int) -> tuple[int, int]:
+    """Kernel size of the convolutions at a UNet level: shrinks by 2 a level, never below 3."""
+    return tuple(max(3, k - 2 * level) for k in _kernel_pair(base_kernels))
+
+
+def level_dilation(dilation: int, level: int) -> int:
+    """Dilation rate at a UNet level: drops by 1 a level, never below 1."""
+    return max(1, dilation - level)
+
+
+@keras.saving.register_keras_serializable(package="flexseg")
+class FlexUNet(keras.Model):
+    """A UNet with configurable depth, filters, kernel sizes, dilation and dropout.
+
+    Encoder level ``i`` (0 .. ``num_layers`` - 1) has ``base_filters * 2**i`` filters, kernel
+    ``max(3, base_kernels - 2*i)``, dilation ``max(1, dilation - i)`` and two convolutions with
+    ``Dropout(dropout_rate * i)`` between them; 2x2 max-pooling joins the levels and the last
+    level is the bridge. The decoder mirrors it: a 2x2 stride-2 transposed convolution, the
+    skip connection concatenated, two convolutions. A 1x1 convolution gives the class scores.
+
+    Args:
+        input_shape: `(height, width, channels)`. Height and width must be multiples of
+            ``2**(num_layers - 1)``; either may be `None` for a model that takes any such size.
+        num_classes: number of output channels, background included (2 for binary masks).
+        base_filters: filters of the first level; each level below doubles them.
+        base_kernels: kernel size of the first level, an int or a `(height, width)` pair.
+        num_layers: number of levels, the bridge included (so ``num_layers - 1`` poolings).
+        dropout_rate: dropout step per level; level ``i`` drops ``dropout_rate * i``.
+        dilation: dilation rate of the first level; it drops by one each level down to 1.
+        normalization: `"none"`, `"batch"` or `"group"`, applied after each convolution.
+        activation: name of a Keras activation used after each convolution.
+        input_rescale: a factor the input is multiplied by inside the model (e.g. `1/255`),
+            or `None` when the data arrive already normalised.
+        output: `"softmax"` for class probabilities or `"logits"` for raw scores.
+
+    Example:
+    >>> model = FlexUNet(input_shape=(64, 64, 1), num_classes=2, num_layers=4)
+    >>> model(np.zeros((1, 64, 64, 1))).shape
+    (1, 64, 64, 2)
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int | None] = (None, None, 3),
+        num_classes: int = 2,
+        base_filters: int = 16,
+        base_kernels: int | Sequence[int] = 3,
+        num_layers: int = 6,
+        dropout_rate: float = 0.0,
+        dilation: int = 1,
+        normalization: str = "none",
+        activation: str = "relu",
+        input_rescale: float | None = None,
+        output: str = "softmax",
+        **kwargs,
+    ):
+        kwargs.setdefault("name", "flex_unet")
+        _validate(
+            input_shape,
+            num_classes,
+            base_filters,
+            base_kernels,
+            num_layers,
+            dropout_rate,
+            dilation,
+            normalization,
+            activation,
+            input_rescale,
+            output,
+        )
+        input_shape = tuple(input_shape)
+        base_kernels = base_kernels if isinstance(base_kernels, int) else list(base_kernels)
+        filters = [base_filters * 2**i for i in range(num_layers)]
+
+        def conv_block(x, level: int, prefix: str):
+            for j in (1, 2):
+                if j == 2 and dropout_rate * level > 0:
+                    x = keras.layers.Dropout(dropout_rate * level, name=f"{prefix}_dropout")(x)
+                x = keras.layers.Conv2D(
+                    filters[level],
+                    level_kernel(base_kernels, level),
+                    padding="same",
+                    dilation_rate=level_dilation(dilation, level),
+                    use_bias=normalization == "none",
+                    name=f"{prefix}_conv{j}",
+                )(x)
+                x = _normalization(normalization, filters[level], f"{prefix}_norm{j}")(x)
+                x = keras.layers.Activation(activation, name=f"{prefix}_act{j}")(x)
+            return x
+
+        inputs = keras.Input(shape=input_shape, name="image")
+        x = inputs
+        if input_rescale is not None:
+            x = keras.layers.Rescaling(input_rescale, name="rescale")(x)
+
+        skips = []
+        for level in range(num_layers):
+            if level > 0:
+                x = keras.layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)  # (B, H/2**i, ...)
+            x = conv_block(x, level, f"enc{level}")
+            skips.append(x)
+
+        for level in range(num_layers - 2, -1, -1):
+            x = keras.layers.Conv2DTranspose(
+                filters[level], 2, strides=2, padding="same", name=f"dec{level}_up"
+            )(x)
+            x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
+            x = conv_block(x, level, f"dec{level}")
+
+        x = keras.layers.Conv2D(num_classes, 1, name="head")(x)  # (B, H, W, num_classes)
+        # The output stays float32 under mixed precision so losses see full precision.
+        act = "softmax" if output == "softmax" else "linear"
+        outputs = keras.layers.Activation(act, dtype="float32", name="output")(x)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        self.image_shape = input_shape
+        self.num_classes = num_classes
+        self.base_filters = base_filters
+        self.base_kernels = base_kernels
+        self.num_layers = num_layers
+        self.dropout_rate = dropout_rate
+        self.dilation = dilation
+        self.normalization = normalization
+        self.activation = activation
+        self.input_rescale = input_rescale
+        self.output_kind = output
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width of an input must be multiples of this number."""
+        return 2 ** (self.num_layers - 1)
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "input_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "base_filters": self.base_filters,
+            "base_kernels": self.base_kernels,
+            "num_layers": self.num_layers,
+            "dropout_rate": self.dropout_rate,
+            "dilation": self.dilation,
+            "normalization": self.normalization,
+            "activation": self.activation,
+            "input_rescale": self.input_rescale,
+            "output": self.output_kind,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> FlexUNet:
+        return cls(**config)
+
+
+def _normalization(kind: str, filters: int, name: str) -> keras.layers.Layer:
+    if kind == "batch":
+        return keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=name)
+    if kind == "group":
+        return keras.layers.GroupNormalization(math.gcd(MAX_GROUPS, filters), name=name)
+    return keras.layers.Identity(name=name)
+
+
+def _validate(
+    input_shape,
+    num_classes,
+    base_filters,
+    base_kernels,
+    num_layers,
+    dropout_rate,
+    dilation,
+    normalization,
+    activation,
+    input_rescale,
+    output,
+) -> None:
+    _check_int("num_classes", num_classes, 2 if output == "softmax" else 1)
+    _check_int("base_filters", base_filters, 1)
+    _kernel_pair(base_kernels)
+    _check_int("num_layers", num_layers, 2)
+    _check_int("dilation", dilation, 1)
+    if (
+        isinstance(dropout_rate, bool)
+        or not isinstance(dropout_rate, Real)
+        or not 0 <= dropout_rate * (num_layers - 1) < 1
+    ):
+        raise ValueError(
+            "`dropout_rate` must be >= 0 with `dropout_rate * (num_layers - 1)` < 1, the rate "
+            f"of the deepest level. Received: dropout_rate={dropout_rate!r}, "
+            f"num_layers={num_layers}"
+        )
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"`normalization` must be one of {NORMALIZATIONS}. "
+            f"Received: normalization={normalization!r}"
+        )
+    try:
+        keras.activations.get(activation)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            "`activation` must name a Keras activation such as 'relu', 'gelu' or 'silu'. "
+            f"Received: activation={activation!r}"
+        ) from error
+    if input_rescale is not None and (
+        isinstance(input_rescale, bool) or not isinstance(input_rescale, Real) or input_rescale == 0
+    ):
+        raise ValueError(
+            "`input_rescale` must be a non-zero number or None. "
+            f"Received: input_rescale={input_rescale!r}"
+        )
+    if output not in OUTPUTS:
+        raise ValueError(f"`output` must be one of {OUTPUTS}. Received: output={output!r}")
+
+    if (
+        isinstance(input_shape, str)
+        or not isinstance(input_shape, Sequence)
+        or len(input_shape) != 3
+        or not all(
+            d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)
+            for d in input_shape
+        )
+        or input_shape[2] is None
+    ):
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) of positive integers; height "
+            f"and width may be None. Received: input_shape={input_shape!r}"
+        )
+    multiple = 2 ** (num_layers - 1)
+    for axis, size in zip(("height", "width"), input_shape[:2], strict=True):
+        if size is not None and size % multiple:
+            raise ValueError(
+                f"`input_shape` {axis} must be a multiple of {multiple} (2**(num_layers - 1) "
+                f"with num_layers={num_layers}); pad or resize the images, e.g. to "
+                f"{math.ceil(size / multiple) * multiple}. Received: input_shape={input_shape!r}"
+            )

@@ -1,0 +1,38 @@
+"""Forward FLOPs of a model's convolutions, the figure benchmarks report."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+
+def forward_flops(model: keras.Model) -> int:
+    """Forward FLOPs per image: twice the multiply-adds of every convolution.
+
+    Biases, activations, normalisation and pooling are left out: they are a rounding error
+    beside the convolutions of a UNet. The model must have a fixed input height and width.
+
+    Args:
+        model: a built functional model such as `FlexUNet`.
+
+    Returns:
+        FLOPs for one image, an int.
+    """
+    total = 0
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Conv2D | keras.layers.Conv2DTranspose):
+            continue
+        in_shape, out_shape = layer.input.shape, layer.output.shape
+        if None in (*in_shape[1:], *out_shape[1:]):
+            raise ValueError(
+                f"`forward_flops` needs a fixed input size; layer {layer.name!r} has input "
+                f"shape {in_shape}. Build the model with a concrete `input_shape`."
+            )
+        in_channels = in_shape[-1] // layer.groups if hasattr(layer, "groups") else in_shape[-1]
+        macs_per_position = math.prod(layer.kernel_size) * in_channels * layer.filters
+        # A convolution computes once per output pixel; a transposed one once per input pixel.
+        transposed = isinstance(layer, keras.layers.Conv2DTranspose)
+        positions = math.prod(in_shape[1:3] if transposed else out_shape[1:3])
+        total += 2 * positions * macs_per_position
+    return total

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from flexseg.models import FlexUNet
+from flexseg.models.flex_unet import level_dilation, level_kernel
+from tests.helpers import run_model_contract
+
+TINY = dict(input_shape=(32, 32, 3), num_classes=2, base_filters=4, num_layers=3)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        dict(normalization="batch", dropout_rate=0.1, activation="gelu"),
+        dict(normalization="group", base_kernels=(5, 3), dilation=2, input_rescale=1 / 255),
+        dict(output="logits", num_classes=3),
+    ],
+    ids=["plain", "batch", "group", "logits"],
+)
+def test_model_contract(options, tmp_path):
+    kwargs = {**TINY, **options}
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    run_model_contract(
+        FlexUNet,
+        kwargs,
+        x,
+        (2, 32, 32, kwargs["num_classes"]),
+        tmp_path,
+        from_logits=kwargs.get("output") == "logits",
+    )
+
+
+def test_softmax_output_sums_to_one():
+    model = FlexUNet(**TINY)
+    probs = keras.ops.convert_to_numpy(model(np.ones((1, 32, 32, 3), "float32")))
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_any_size_multiple_when_height_and_width_are_open():
+    model = FlexUNet(**{**TINY, "input_shape": (None, None, 1)})
+    out = model.predict(np.zeros((1, 16, 40, 1), "float32"), verbose=0)
+    assert out.shape == (1, 16, 40, 2)
+
+
+def test_reference_parameter_count():
+    model = FlexUNet(
+        input_shape=(512, 512, 3),
+        num_classes=2,
+        base_filters=16,
+        base_kernels=9,
+        num_layers=8,
+        dropout_rate=0.04,
+    )
+    assert model.count_params() == 124_996_866
+
+
+def test_topology_follows_the_level_rules():
+    model = FlexUNet(
+        input_shape=(64, 64, 1),
+        base_filters=8,
+        base_kernels=9,
+        num_layers=4,
+        dilation=3,
+        dropout_rate=0.1,
+    )
+    expected = {0: (8, (9, 9), 3), 1: (16, (7, 7), 2), 2: (32, (5, 5), 1), 3: (64, (3, 3), 1)}
+    for level, (filters, kernel, dilation) in expected.items():
+        for prefix in ("enc", "dec") if level < 3 else ("enc",):
+            conv = model.get_layer(f"{prefix}{level}_conv1")
+            assert conv.filters == filters
+            assert tuple(conv.kernel_size) == kernel
+            assert tuple(conv.dilation_rate) == (dilation, dilation)
+            if level:
+                assert model.get_layer(f"{prefix}{level}_dropout").rate == pytest.approx(
+                    0.1 * level
+                )
+    assert level_kernel((9, 4), 1) == (7, 3)
+    assert level_dilation(1, 5) == 1
+    up = model.get_layer("dec2_up")
+    assert up.filters == 32 and tuple(up.kernel_size) == (2, 2) and tuple(up.strides) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (dict(num_classes=1), "num_classes=1"),
+        (dict(num_classes=2.5), "num_classes=2.5"),
+        (dict(base_filters=0), "base_filters=0"),
+        (dict(base_kernels=0), "base_kernels=0"),
+        (dict(base_kernels=(3, 3, 3)), "base_kernels=(3, 3, 3)"),
+        (dict(base_kernels="3"), "base_kernels='3'"),
+        (dict(num_layers=1), "num_layers=1"),
+        (dict(dilation=0), "dilation=0"),
+        (dict(dropout_rate=-0.1), "dropout_rate=-0.1"),
+        (dict(dropout_rate=0.5), "dropout_rate=0.5"),
+        (dict(normalization="layer"), "normalization='layer'"),
+        (dict(activation="nope"), "activation='nope'"),
+        (dict(input_rescale=0), "input_rescale=0"),
+        (dict(output="sigmoid"), "output='sigmoid'"),
+        (dict(input_shape=(32, 32)), "input_shape=(32, 32)"),
+        (dict(input_shape=(32, 32, None)), "input_shape=(32, 32, None)"),
+        (dict(input_shape=(30, 32, 3)), "height must be a multiple of 4"),
+        (dict(input_shape=(32, 18, 3)), "width must be a multiple of 4"),
+    ],
+)
+def test_bad_arguments_name_argument_and_value(override, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        FlexUNet(**{**TINY, **override})
+
+
+def test_size_error_suggests_a_padded_size():
+    with pytest.raises(ValueError, match="e.g. to 504"):
+        FlexUNet(input_shape=(500, 512, 1), num_layers=4)
