@@ -55,3 +55,36 @@ def run_model_contract(
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
     return model
+
+
+def write_png(path, array) -> None:
+    """Writes an array as PNG (gray (H, W) or RGB (H, W, 3)) with Pillow."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.asarray(array)
+    Image.fromarray(array.astype(np.uint8) if array.dtype == np.int64 else array).save(path)
+
+
+def make_flat_dataset(
+    root, groups=("p01", "p02", "p03"), slices=4, size=(32, 32), seed=0
+) -> list[str]:
+    """A flat images/ + masks/ dataset of bright squares on dark noise, 0/255 masks.
+
+    The mask is exactly where the image is bright, so a model or a check can recover it.
+    Returns the file stems.
+    """
+    rng = np.random.default_rng(seed)
+    names = []
+    for group in groups:
+        for z in range(slices):
+            name = f"{group}_z{z:03d}"
+            image = rng.integers(0, 60, size, dtype=np.uint8)
+            mask = np.zeros(size, np.uint8)
+            top, left = rng.integers(2, size[0] // 2, 2)
+            mask[top : top + size[0] // 3, left : left + size[1] // 3] = 255
+            image[mask > 0] = rng.integers(180, 255, int((mask > 0).sum()), dtype=np.uint8)
+            write_png(root / "images" / f"{name}.png", image)
+            write_png(root / "masks" / f"{name}.png", mask)
+            names.append(name)
+    return names

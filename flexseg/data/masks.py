@@ -1,0 +1,280 @@
+"""Masks: colour maps, anti-aliased edges, index and palette masks.
+
+A mask file becomes an index mask (H, W) of class ids. With an `rgb_map`, each pixel goes to
+the nearest map colour; pixels that are no exact map colour but lie on a blend of two map
+colours (anti-aliased edges, JPEG noise) are mapped and counted, and pixels far from every
+colour and every blend are reported as unknown. Without one, masks must hold class ids
+(0, 1, ...) or, for two classes, 0 and 255.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from flexseg.errors import ConfigError, DataError
+
+# Colours of predicted classes when no rgb_map says otherwise: black background, white for a
+# single foreground class, then well-separated hues.
+DEFAULT_COLORS = [
+    (0, 0, 0),
+    (255, 255, 255),
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+]
+
+
+@dataclass(frozen=True)
+class ClassColor:
+    """One class of a colour map."""
+
+    name: str
+    color: tuple[int, int, int]
+    id: int
+
+
+@dataclass
+class MaskReport:
+    """What decoding masks found: pixels taken from blends, and colours on no map."""
+
+    pixels: int = 0
+    blended_pixels: int = 0
+    unknown: Counter = field(default_factory=Counter)  # (r, g, b) -> pixel count
+    unknown_files: dict = field(default_factory=dict)  # file -> {(r, g, b): count}
+
+    def update(self, other: MaskReport) -> None:
+        self.pixels += other.pixels
+        self.blended_pixels += other.blended_pixels
+        self.unknown.update(other.unknown)
+        self.unknown_files.update(other.unknown_files)
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.blended_pixels} of {self.pixels} mask pixels were mapped from blends of "
+            "map colours (anti-aliased edges)"
+        ]
+        for file, colors in list(self.unknown_files.items())[:10]:
+            for color, count in colors.items():
+                lines.append(f"unknown colour {list(color)} in {file}: {count} pixels")
+        if len(self.unknown_files) > 10:
+            lines.append(f"... and {len(self.unknown_files) - 10} more files with unknown colours")
+        return "\n".join(lines)
+
+
+class ColorMap:
+    """Maps mask colours to class ids and back.
+
+    Args:
+        classes: one `ClassColor` per class; ids must be 0 .. n-1, each once.
+        tolerance: how far (Euclidean, in 0-255 RGB units) a pixel may lie from every map
+            colour and every blend of two map colours before it counts as unknown.
+
+    Example:
+    >>> cmap = ColorMap.from_config([{"name": "lesion", "color": [255, 255, 255], "id": 1},
+    ...                              {"name": "background", "color": [0, 0, 0], "id": 0}])
+    >>> cmap.decode(np.array([[0, 200, 255]], np.uint8))[0]
+    array([[0, 1, 1]], dtype=uint8)
+    """
+
+    def __init__(self, classes: Sequence[ClassColor], tolerance: float = 10.0):
+        ids = sorted(c.id for c in classes)
+        if ids != list(range(len(ids))) or len(ids) < 1:
+            raise ConfigError(
+                f"dataset.rgb_map ids must be 0 .. n-1, each once. Received ids: {ids}"
+            )
+        colors = [c.color for c in classes]
+        if len(set(colors)) != len(colors):
+            raise ConfigError(f"dataset.rgb_map has a colour twice: {colors}")
+        if tolerance < 0:
+            raise ConfigError(f"dataset.color_tolerance must be >= 0. Received: {tolerance}")
+        self.classes = sorted(classes, key=lambda c: c.id)
+        self.tolerance = float(tolerance)
+        self._colors = np.array([c.color for c in self.classes], dtype=np.float64)  # (K, 3)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @classmethod
+    def from_config(cls, rgb_map, tolerance: float = 10.0) -> ColorMap:
+        """Builds a map from a list of `{name, color: [r, g, b], id}` or `{(r, g, b): id}`."""
+        if isinstance(rgb_map, Mapping):
+            classes = []
+            for color, class_id in rgb_map.items():
+                if isinstance(color, str):  # "(0, 0, 0)" from a YAML or INI file
+                    try:
+                        color = ast.literal_eval(color)
+                    except (ValueError, SyntaxError) as error:
+                        raise ConfigError(
+                            f"dataset.rgb_map key {color!r} is not an (r, g, b) colour"
+                        ) from error
+                classes.append(_class_color(f"class_{class_id}", color, class_id))
+        elif isinstance(rgb_map, Sequence) and not isinstance(rgb_map, str):
+            classes = []
+            for i, entry in enumerate(rgb_map):
+                if not isinstance(entry, Mapping) or set(entry) - {"name", "color", "id"}:
+                    raise ConfigError(
+                        f"dataset.rgb_map[{i}] must be {{name, color: [r, g, b], id}}. "
+                        f"Received: {entry!r}"
+                    )
+                if "color" not in entry or "id" not in entry:
+                    raise ConfigError(f"dataset.rgb_map[{i}] needs `color` and `id`: {entry!r}")
+                name = entry.get("name", f"class_{entry['id']}")
+                classes.append(_class_color(name, entry["color"], entry["id"]))
+        else:
+            raise ConfigError(
+                "dataset.rgb_map must be a list of {name, color, id} or a mapping "
+                f"{{(r, g, b): id}}. Received: {rgb_map!r}"
+            )
+        return cls(classes, tolerance)
+
+    @classmethod
+    def default(cls, num_classes: int) -> ColorMap:
+        """A map of well-separated colours, used to write predictions without an rgb_map."""
+        colors = list(DEFAULT_COLORS)
+        while len(colors) < num_classes:
+            colors.append(
+                tuple(int(v) for v in np.random.default_rng(len(colors)).integers(256, size=3))
+            )
+        return cls([ClassColor(f"class_{i}", colors[i], i) for i in range(num_classes)])
+
+    def palette(self) -> list[int]:
+        """A 768-entry PIL palette whose entry `id` is the class colour."""
+        flat = [v for c in self.classes for v in c.color]
+        return flat + [0] * (768 - len(flat))
+
+    def decode(self, mask: np.ndarray, source: str = "mask") -> tuple[np.ndarray, MaskReport]:
+        """Class ids of a colour mask.
+
+        Args:
+            mask: (H, W) gray (read as the colour (v, v, v)) or (H, W, 3) RGB, uint8.
+            source: the file name used in the report.
+
+        Returns:
+            The index mask (H, W) uint8 (unknown pixels go to the nearest colour too) and a
+            report of blended pixels and unknown colours.
+        """
+        if mask.ndim == 2:
+            mask = np.repeat(mask[..., None], 3, axis=-1)
+        flat = mask.reshape(-1, 3).astype(np.int64)
+        keys = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
+        unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        colors = np.stack([(unique >> 16) & 255, (unique >> 8) & 255, unique & 255], -1)
+        distance = np.linalg.norm(colors[:, None, :] - self._colors[None], axis=-1)  # (U, K)
+        ids = distance.argmin(axis=1)
+        exact = distance.min(axis=1) == 0
+        near = self._blend_distance(colors.astype(np.float64)) <= self.tolerance
+        report = MaskReport(pixels=int(flat.shape[0]))
+        report.blended_pixels = int(counts[~exact & near].sum())
+        unknown = ~exact & ~near
+        if unknown.any():
+            found = {
+                tuple(int(v) for v in colors[i]): int(counts[i]) for i in np.flatnonzero(unknown)
+            }
+            report.unknown.update(found)
+            report.unknown_files[source] = found
+        index = ids[inverse].reshape(mask.shape[:2])
+        return np.array([c.id for c in self.classes], np.uint8)[index], report
+
+    def _blend_distance(self, colors: np.ndarray) -> np.ndarray:
+        """Distance of each colour (U, 3) to the nearest map colour or blend of two."""
+        best = np.linalg.norm(colors[:, None, :] - self._colors[None], axis=-1).min(axis=1)
+        for a, b in itertools.combinations(self._colors, 2):
+            direction = b - a
+            t = np.clip((colors - a) @ direction / (direction @ direction), 0.0, 1.0)
+            on_segment = a + t[:, None] * direction
+            best = np.minimum(best, np.linalg.norm(colors - on_segment, axis=-1))
+        return best
+
+
+def _class_color(name, color, class_id) -> ClassColor:
+    color = tuple(color) if isinstance(color, Sequence) and not isinstance(color, str) else ()
+    if len(color) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in color):
+        raise ConfigError(
+            f"dataset.rgb_map colour of {name!r} must be [r, g, b] with values 0-255. "
+            f"Received: {color!r}"
+        )
+    if isinstance(class_id, bool) or not isinstance(class_id, int):
+        raise ConfigError(f"dataset.rgb_map id of {name!r} must be an integer: {class_id!r}")
+    return ClassColor(str(name), color, class_id)
+
+
+def read_mask_file(path: str | Path) -> tuple[np.ndarray, bool]:
+    """The raw mask array and whether it holds palette indices.
+
+    Returns:
+        (H, W) for gray and palette masks, (H, W, 3) RGB for colour masks; and `True` when
+        the values are palette indices.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode == "P":
+                return np.asarray(image), True
+            if image.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
+                return np.asarray(image.convert("RGB")), False
+            if image.mode in ("L", "1"):
+                return np.asarray(image.convert("L")), False
+            return np.asarray(image), False  # 16-bit and 32-bit gray
+    except (OSError, ValueError, SyntaxError) as error:
+        raise DataError(f"cannot read mask {path}: {error}; replace or remove the file.") from error
+
+
+def decode_mask(
+    path: str | Path,
+    num_classes: int,
+    colormap: ColorMap | None = None,
+) -> tuple[np.ndarray, MaskReport]:
+    """Reads a mask file as class ids (H, W) uint8, with a report of what was mapped.
+
+    With a `colormap`, colours (palette colours included) are mapped through it. Without
+    one, a palette mask's indices, a gray mask's values, or for two classes 0/255 are the ids.
+
+    Raises:
+        DataError: values or colours that fit none of the above, naming the file.
+    """
+    raw, is_palette = read_mask_file(path)
+    if colormap is not None:
+        if is_palette:
+            with Image.open(path) as image:
+                raw = np.asarray(image.convert("RGB"))
+        if raw.dtype != np.uint8:
+            raise DataError(f"mask {path} is {raw.dtype}, not 8-bit; an rgb_map needs 8-bit masks.")
+        return colormap.decode(raw, str(path))
+    if raw.ndim == 3:
+        raise DataError(
+            f"mask {path} is an RGB colour mask; set dataset.rgb_map to map its colours to "
+            "class ids."
+        )
+    values = np.unique(raw)
+    report = MaskReport(pixels=int(raw.size))
+    if values.max() < num_classes:
+        return raw.astype(np.uint8), report
+    if num_classes == 2 and set(values.tolist()) <= {0, 255}:
+        return (raw > 0).astype(np.uint8), report
+    shown = values[:10].tolist()
+    raise DataError(
+        f"mask {path} has values {shown}{' ...' if len(values) > 10 else ''}, not class ids "
+        f"0..{num_classes - 1}; for anti-aliased or colour masks set dataset.rgb_map, or check "
+        "dataset.num_classes."
+    )
+
+
+def write_palette_png(path: str | Path, index: np.ndarray, colormap: ColorMap) -> None:
+    """Writes class ids (H, W) as a palette PNG whose colours are the map's."""
+    image = Image.fromarray(index.astype(np.uint8))
+    image.putpalette(colormap.palette())  # an 8-bit gray image becomes a palette image
+    image.save(path)

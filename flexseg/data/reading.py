@@ -1,0 +1,220 @@
+"""Reading images, fitting them to the model's size, and normalising intensities."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from flexseg.errors import ConfigError, DataError
+
+SIZE_POLICIES = ("pad", "resize")
+NORMALIZATIONS = ("scale01", "zscore", "group_zscore", "none")
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """How files become model inputs.
+
+    Args:
+        channels: 1 reads gray, 3 reads RGB (a gray file is repeated, an RGB file averaged
+            to gray only when `channels` is 1).
+        size_policy: `"pad"` zero-pads each image, centred, to `image_size` (or, without one,
+            up to multiples of `size_multiple`); the padding is cut off again at inference.
+            `"resize"` resizes to `image_size` (images bilinear, masks nearest neighbour).
+        image_size: (height, width) of the model input; required for `"resize"`.
+        size_multiple: `2**(num_layers - 1)` of the model, for `"pad"` without `image_size`.
+        normalize: `"scale01"` divides by the type's maximum (255 for 8-bit); `"zscore"`
+            standardises each image; `"group_zscore"` standardises with the statistics of all
+            images of the same group (the patient), the robust choice when scanners or
+            patients differ in brightness; `"none"` keeps raw values.
+        clip_percentiles: (low, high) percentiles to clip intensities at before z-scoring,
+            or None.
+        ignore_zero: compute z-score statistics over non-zero pixels only (the background of
+            skull-stripped MRI is exactly zero and would dominate them).
+    """
+
+    channels: int = 1
+    size_policy: str = "pad"
+    image_size: tuple[int, int] | None = None
+    size_multiple: int = 1
+    normalize: str = "scale01"
+    clip_percentiles: tuple[float, float] | None = None
+    ignore_zero: bool = True
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ConfigError(f"dataset.channels must be 1 or 3. Received: {self.channels!r}")
+        if self.size_policy not in SIZE_POLICIES:
+            raise ConfigError(
+                f"dataset.size_policy must be one of {SIZE_POLICIES}. "
+                f"Received: {self.size_policy!r}"
+            )
+        if (self.size_policy == "resize" or self.image_size is not None) and (
+            self.image_size is None or len(self.image_size) != 2 or min(self.image_size) < 1
+        ):
+            raise ConfigError(
+                "dataset.image_size must be [height, width] of positive integers (required with "
+                f"size_policy=resize). Received: {self.image_size!r}"
+            )
+        if self.normalize not in NORMALIZATIONS:
+            raise ConfigError(
+                f"dataset.normalize must be one of {NORMALIZATIONS}. Received: {self.normalize!r}"
+            )
+        if self.clip_percentiles is not None:
+            low, high = self.clip_percentiles
+            if not 0 <= low < high <= 100:
+                raise ConfigError(
+                    "dataset.clip_percentiles must be [low, high] with 0 <= low < high <= 100. "
+                    f"Received: {list(self.clip_percentiles)}"
+                )
+
+
+def read_image(path: str | Path, channels: int = 1) -> np.ndarray:
+    """Reads an image as (H, W, channels) in its own type (uint8, uint16 or float32).
+
+    Raises:
+        DataError: the file is missing, unreadable, truncated or not an image.
+    """
+    path = Path(path)
+    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+    if image is None:
+        reason = "does not exist" if data is None else "is empty, truncated or not an image"
+        raise DataError(f"cannot read image {path}: it {reason}; replace or remove the file.")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]  # alpha carries no intensity
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        if channels == 1:
+            image = image.mean(axis=-1).astype(image.dtype)
+    if image.ndim == 2:
+        image = image[..., None]
+        if channels == 3:
+            image = np.repeat(image, 3, axis=-1)
+    return image
+
+
+def unit_scale(dtype: np.dtype) -> float:
+    """The value that stands for full intensity in images of this type."""
+    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+
+
+def padding_for(shape: Sequence[int], multiple: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) that centre an (H, W) image in multiples of `multiple`."""
+    return padding_to(shape, [math.ceil(size / multiple) * multiple for size in shape[:2]])
+
+
+def padding_to(shape: Sequence[int], target: Sequence[int]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) that centre an (H, W) image in a (height, width) frame."""
+    pads = []
+    for size, goal in zip(shape[:2], target, strict=True):
+        extra = max(0, goal - size)
+        pads += [extra // 2, extra - extra // 2]
+    return tuple(pads)
+
+
+def fit_size(
+    image: np.ndarray, mask: np.ndarray | None, spec: ReadSpec, source: str = "image"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pads or resizes an image (H, W, C) and its mask (H, W) as the spec says."""
+    if spec.size_policy == "resize":
+        height, width = spec.image_size
+        if image.shape[:2] != (height, width):
+            resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+            image = resized.reshape(height, width, image.shape[2])
+            if mask is not None:
+                mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+        return image, mask
+    if spec.image_size is not None:
+        if image.shape[0] > spec.image_size[0] or image.shape[1] > spec.image_size[1]:
+            raise DataError(
+                f"{source} is {image.shape[1]}x{image.shape[0]} (width x height), larger than "
+                f"dataset.image_size {list(spec.image_size)} (height, width) and size_policy=pad "
+                "cannot shrink it; raise dataset.image_size or set dataset.size_policy=resize."
+            )
+        top, bottom, left, right = padding_to(image.shape, spec.image_size)
+    else:
+        top, bottom, left, right = padding_for(image.shape, spec.size_multiple)
+    if top or bottom or left or right:
+        image = np.pad(image, ((top, bottom), (left, right), (0, 0)))
+        if mask is not None:
+            mask = np.pad(mask, ((top, bottom), (left, right)))
+    return image, mask
+
+
+@dataclass(frozen=True)
+class IntensityStats:
+    """Per-channel clip bounds, mean and standard deviation, in unit-scaled intensities."""
+
+    low: np.ndarray
+    high: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def intensity_stats(images: Iterable[np.ndarray], spec: ReadSpec) -> IntensityStats:
+    """Statistics over many unit-scaled images (H, W, C), streamed through histograms.
+
+    Memory stays at one image and a 4096-bin histogram per channel, whatever the count.
+    """
+    bins = 4096
+    hist = None
+    for image in images:
+        image = np.clip(image, 0.0, 1.0)
+        if hist is None:
+            hist = np.zeros((image.shape[-1], bins), np.int64)
+        for c in range(image.shape[-1]):
+            values = image[..., c]
+            if spec.ignore_zero:
+                values = values[values > 0]
+            hist[c] += np.bincount(
+                np.minimum((values * bins).astype(np.int64), bins - 1).ravel(), minlength=bins
+            )
+    if hist is None:
+        raise DataError("no images to compute intensity statistics from")
+    centers = (np.arange(bins) + 0.5) / bins
+    low, high, mean, std = [], [], [], []
+    for counts in hist:
+        if counts.sum() == 0:  # an all-zero channel
+            low.append(0.0), high.append(1.0), mean.append(0.0), std.append(1.0)
+            continue
+        cdf = np.cumsum(counts) / counts.sum()
+        lo_p, hi_p = spec.clip_percentiles or (0.0, 100.0)
+        lo = centers[np.searchsorted(cdf, lo_p / 100)] if lo_p > 0 else 0.0
+        hi = centers[min(np.searchsorted(cdf, hi_p / 100), bins - 1)] if hi_p < 100 else 1.0
+        clipped = np.clip(centers, lo, hi)
+        m = np.average(clipped, weights=counts)
+        s = math.sqrt(np.average((clipped - m) ** 2, weights=counts))
+        low.append(lo), high.append(hi), mean.append(m), std.append(max(s, 1e-6))
+    return IntensityStats(*(np.array(v, np.float32) for v in (low, high, mean, std)))
+
+
+def normalize(image: np.ndarray, spec: ReadSpec, stats: IntensityStats | None = None) -> np.ndarray:
+    """Unit-scaled image (H, W, C) float32 -> model input, by `spec.normalize`.
+
+    `stats` are the group's statistics for `"group_zscore"`; `"zscore"` computes the image's.
+    `"none"` returns the raw intensities again (e.g. 0-255), for models with `input_rescale`.
+    """
+    if spec.normalize == "scale01":
+        return image
+    if spec.normalize == "none":
+        raise ConfigError("normalize='none' needs the raw scale; use `to_model_input`")
+    if spec.normalize == "zscore":
+        stats = intensity_stats([image], spec)
+    elif stats is None:
+        raise ConfigError("normalize='group_zscore' needs the statistics of the image's group")
+    return ((np.clip(image, stats.low, stats.high) - stats.mean) / stats.std).astype(np.float32)
+
+
+def to_model_input(
+    image: np.ndarray, scale: float, spec: ReadSpec, stats: IntensityStats | None = None
+) -> np.ndarray:
+    """Unit-scaled image -> model input; `scale` is the raw value of full intensity."""
+    if spec.normalize == "none":
+        return (image * scale).astype(np.float32)
+    return normalize(image, spec, stats)

@@ -1,0 +1,81 @@
+"""Dataset statistics: counts, sizes, class frequencies and the mask report, per split."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from flexseg.data.build import colormap_of
+from flexseg.data.masks import MaskReport, decode_mask
+from flexseg.data.reading import read_image
+from flexseg.data.sources import Sample
+
+
+def dataset_statistics(
+    dataset: Mapping, splits: Mapping[str, list[Sample]]
+) -> tuple[dict, MaskReport]:
+    """Per split: image and group counts, image sizes, class pixel frequencies and the share of
+    images with any foreground. Masks are read at their own size, one at a time.
+
+    Returns:
+        The statistics as a JSON-ready dict, and the report of blended and unknown colours.
+    """
+    cmap = colormap_of(dataset)
+    num_classes = dataset["num_classes"]
+    names = dataset.get("class_names") or [f"class_{i}" for i in range(num_classes)]
+    report = MaskReport()
+    result = {}
+    for split, samples in splits.items():
+        sizes, pixels, with_fg = Counter(), np.zeros(num_classes, np.int64), 0
+        for sample in samples:
+            mask, found = decode_mask(sample.mask, num_classes, cmap)
+            report.update(found)
+            image = read_image(sample.image, dataset.get("channels", 1))
+            sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
+            pixels += np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
+            with_fg += bool((mask > 0).any())
+        total = max(int(pixels.sum()), 1)
+        result[split] = {
+            "images": len(samples),
+            "groups": len({s.group for s in samples}),
+            "image_sizes_wxh": dict(sizes),
+            "class_pixel_fraction": {
+                n: float(p / total) for n, p in zip(names, pixels, strict=True)
+            },
+            "fraction_with_foreground": with_fg / len(samples) if samples else 0.0,
+        }
+    return result, report
+
+
+def write_statistics(out_dir: str | Path, stats: dict, report: MaskReport) -> list[Path]:
+    """Writes `dataset_stats.json` and `dataset_stats.png` into `out_dir`."""
+    from flexseg.plots import save_bars
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "splits": stats,
+        "mask_report": {
+            "pixels": report.pixels,
+            "blended_pixels": report.blended_pixels,
+            "unknown_colors": {str(list(c)): n for c, n in report.unknown.items()},
+            "files_with_unknown_colors": sorted(report.unknown_files),
+        },
+    }
+    json_path = out_dir / "dataset_stats.json"
+    json_path.write_text(json.dumps(payload, indent=2))
+    bars = {}
+    for split, s in stats.items():
+        values = {
+            f"{k} pixels": v for k, v in s["class_pixel_fraction"].items() if k != "background"
+        }
+        values["images with foreground"] = s["fraction_with_foreground"]
+        bars[f"{split} ({s['images']})"] = values
+    png_path = save_bars(
+        out_dir / "dataset_stats.png", bars, "class frequencies per split", "fraction"
+    )
+    return [json_path, png_path]

@@ -1,0 +1,57 @@
+"""Augmentation: albumentations pipelines that move image and mask together."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+
+import albumentations as A
+
+from flexseg.errors import ConfigError
+
+
+def build_augmentation(transforms: Sequence[Mapping] | None) -> A.Compose | None:
+    """An albumentations `Compose` from a list of `{name: <Transform>, <argument>: ...}`.
+
+    Spatial transforms resample masks with nearest neighbour (albumentations' default for
+    `mask_interpolation`), so class ids never blend; pixel-level transforms such as
+    `RandomBrightnessContrast` touch the image only. Images reach the pipeline as float32 in
+    [0, 1] and masks as uint8 class ids.
+
+    Example:
+    >>> build_augmentation([{"name": "HorizontalFlip", "p": 0.5},
+    ...                     {"name": "Affine", "rotate": [-15, 15], "p": 0.5}])
+
+    Returns:
+        The pipeline, or None for an empty list (no augmentation).
+    """
+    if not transforms:
+        return None
+    steps = []
+    for i, spec in enumerate(transforms):
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        transform = getattr(A, name, None) if isinstance(name, str) else None
+        if not (isinstance(transform, type) and issubclass(transform, A.BasicTransform)):
+            raise ConfigError(
+                f"augment.transforms[{i}].name={name!r} is not an albumentations transform; "
+                "use a class name such as HorizontalFlip, Affine or RandomBrightnessContrast."
+            )
+        if "mask_interpolation" in spec and spec["mask_interpolation"] != 0:
+            raise ConfigError(
+                f"augment.transforms[{i}] ({name}): mask_interpolation must stay 0 (nearest) "
+                "so that mask class ids are not blended."
+            )
+        allowed = set(inspect.signature(transform.__init__).parameters) - {"self"}
+        unknown = sorted(set(spec) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"augment.transforms[{i}] ({name}): unknown argument(s) {unknown}; "
+                f"{name} takes {sorted(allowed - {'args', 'kwargs'})}."
+            )
+        spec = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        try:
+            steps.append(transform(**spec))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"augment.transforms[{i}] ({name}): {error}") from error
+    return A.Compose(steps, strict=True)

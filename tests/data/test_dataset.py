@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flexseg.data import ReadSpec, SegmentationDataset, build_augmentation, find_samples
+from flexseg.errors import DataError
+from tests.helpers import make_flat_dataset, write_png
+
+SPLIT = {"groups": {"train": ["p01", "p02"], "test": ["p03"]}}
+
+
+@pytest.fixture
+def samples(tmp_path):
+    make_flat_dataset(tmp_path, slices=5, size=(30, 28))
+    return find_samples({"root": str(tmp_path), "group_regex": r"^(p\d+)_", "split": SPLIT})
+
+
+def test_batches_are_padded_one_hot_and_normalised(samples):
+    spec = ReadSpec(size_multiple=16, normalize="scale01")
+    ds = SegmentationDataset(samples["train"], 2, 4, spec)
+    assert len(ds) == 3
+    x, y = ds[0]
+    assert x.shape == (4, 32, 32, 1) and y.shape == (4, 32, 32, 2)
+    assert x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1
+    np.testing.assert_array_equal(y.sum(-1), 1.0)
+    assert ds[2][0].shape[0] == 2  # the last batch holds the rest
+    with pytest.raises(IndexError):
+        ds[3]
+
+
+def test_resize_keeps_masks_binary(samples):
+    spec = ReadSpec(size_policy="resize", image_size=(16, 24))
+    x, y = SegmentationDataset(samples["test"], 2, 5, spec)[0]
+    assert x.shape == (5, 16, 24, 1)
+    assert set(np.unique(y)) == {0.0, 1.0}
+
+
+# The seeded order of the 10 training samples, the same on every backend.
+EXPECTED_ORDER = {0: [4, 6, 2, 7, 3, 5, 9, 0, 8, 1], 1: [5, 1, 6, 3, 4, 8, 9, 7, 2, 0]}
+
+
+def test_seeded_shuffle_is_the_same_on_every_backend(samples):
+    ds = SegmentationDataset(samples["train"], 2, 4, ReadSpec(size_multiple=4), shuffle=True)
+    assert {e: ds.order(e).tolist() for e in (0, 1)} == EXPECTED_ORDER
+
+
+def test_same_seed_same_augmented_batches_any_worker_count(samples):
+    aug = build_augmentation([{"name": "Affine", "rotate": [-30, 30], "p": 1.0}])
+    spec = ReadSpec(size_multiple=4, normalize="zscore")
+    one = SegmentationDataset(samples["train"], 2, 4, spec, augment=aug, shuffle=True, seed=5)
+    two = SegmentationDataset(
+        samples["train"], 2, 4, spec, augment=aug, shuffle=True, seed=5, workers=2
+    )
+    other = SegmentationDataset(samples["train"], 2, 4, spec, augment=aug, shuffle=True, seed=6)
+    for ds in (one, two, other):
+        ds.on_epoch_end()  # epoch 1
+    for i in reversed(range(len(one))):  # any order of batch requests
+        for a, b in zip(one[i], two[i], strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(one[0][0], other[0][0])
+
+
+def test_group_zscore_uses_each_groups_statistics(tmp_path):
+    make_flat_dataset(tmp_path, groups=("p01", "p02"), slices=2, size=(16, 16))
+    # Make p02 twice as bright: group z-scoring must undo that.
+    for path in (tmp_path / "images").glob("p02_*.png"):
+        image = np.asarray(__import__("PIL.Image").Image.open(path)) // 2
+        write_png(path, image)
+    found = find_samples(
+        {"root": str(tmp_path), "group_regex": r"^(p\d+)_", "split": {"fractions": {"train": 1}}}
+    )
+    spec = ReadSpec(normalize="group_zscore", ignore_zero=False)
+    ds = SegmentationDataset(found["train"], 2, 4, spec)
+    x, _ = ds[0]
+    for group in ("p01", "p02"):
+        picked = x[[i for i, s in enumerate(ds.samples) if s.group == group]]
+        assert abs(picked.mean()) < 0.1 and abs(picked.std() - 1) < 0.1
+
+
+def test_cache_serves_the_same_data(samples):
+    spec = ReadSpec(size_multiple=4)
+    plain = SegmentationDataset(samples["test"], 2, 5, spec)
+    cached = SegmentationDataset(samples["test"], 2, 5, spec, cache=True)
+    for _ in range(2):
+        np.testing.assert_array_equal(plain[0][0], cached[0][0])
+    assert len(cached._cache) == 5
+
+
+def test_image_and_mask_of_different_sizes(tmp_path):
+    write_png(tmp_path / "images" / "p01_a.png", np.zeros((8, 8), np.uint8))
+    write_png(tmp_path / "masks" / "p01_a.png", np.zeros((8, 6), np.uint8))
+    found = find_samples(
+        {"root": str(tmp_path), "group_regex": r"^(p\d+)_", "split": {"fractions": {"train": 1}}}
+    )
+    with pytest.raises(DataError, match=r"p01_a.png is 8x8 but its mask .* is 6x8"):
+        SegmentationDataset(found["train"], 2, 1, ReadSpec())[0]
