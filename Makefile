@@ -42,7 +42,7 @@ format: setup ## apply ruff fixes and formatting
 	@$(VENV)/bin/ruff format flexseg scripts tests
 
 demo: setup ## train, evaluate and infer on the built-in sample (BACKEND=tensorflow|jax|torch)
-	@KERAS_BACKEND=$(BACKEND) $(PY) -m flexseg.demo
+	@KERAS_BACKEND=$(BACKEND) $(VENV)/bin/flexseg-demo
 
 clean-venv: ## remove .venv (your runs and data are left alone)
 	rm -rf $(VENV)

@@ -45,3 +45,8 @@ def devices() -> list[str]:
     raise ValueError(
         f"Unsupported Keras backend {backend!r}. Set KERAS_BACKEND to one of {BACKENDS}."
     )
+
+
+def has_gpu() -> bool:
+    """Whether the active backend computes on a GPU."""
+    return any("GPU" in d.upper() or "CUDA" in d.upper() for d in devices())

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from flexseg.config import hydra_app
 from flexseg.errors import ConfigError, DataError
 
@@ -56,3 +58,90 @@ def preview_augment(cfg: dict) -> None:
         _fail(error)
     path = save_augmentation_grid(train, Path(cfg["_run_dir_"]) / "augmentation.png")
     print(f"augment={cfg['augment']['name']}: wrote {path}")
+
+
+@hydra_app("train")
+def train(cfg: dict) -> None:
+    """`flexseg-train`: train a model; the run directory gets everything it makes."""
+    from flexseg.training import train as run_training
+
+    try:
+        summary = run_training(cfg)
+    except (ConfigError, DataError) as error:
+        _fail(error)
+    print(
+        f"best {summary['monitor']}={summary['best_value']} at epoch {summary['best_epoch']} "
+        f"of {summary['epochs_run']}; run_dir={summary['run_dir']}"
+    )
+
+
+@hydra_app("train")
+def evaluate(cfg: dict) -> None:
+    """`flexseg-evaluate run_dir=...`: score a run's best checkpoint on its test split."""
+    from flexseg.evaluation import evaluate as run_evaluation
+
+    try:
+        summary = run_evaluation(cfg)
+    except (ConfigError, DataError) as error:
+        _fail(error)
+    print(format_evaluation(summary))
+
+
+def format_evaluation(summary: dict) -> str:
+    """The headline numbers of an evaluation, one per line."""
+    keys = [
+        "fg_dice",
+        "fg_dice_image_mean",
+        "fg_dice_volume_mean",
+        "fg_dice_volume_median",
+        "hd95_volume_mean_px",
+        "pixel_accuracy",
+        "loss",
+    ]
+    lines = [f"{summary['split']}: {summary['images']} images, {summary['volumes']} volumes"]
+    lines += [f"  {k:<22} {summary[k]:.4f}" for k in keys]
+    lines.append(f"  written to {summary['written_to']}")
+    return "\n".join(lines)
+
+
+@hydra_app("train")
+def infer(cfg: dict) -> None:
+    """`flexseg-infer run_dir=... input=... [output=...]`: masks and overlays for images."""
+    from flexseg.inference import infer as run_inference
+
+    try:
+        written = run_inference(cfg)
+    except (ConfigError, DataError) as error:
+        _fail(error)
+    folders = sorted({str(p.parent) for paths in written for p in paths.values()})
+    print(f"predicted {len(written)} image(s) into {', '.join(folders)}")
+
+
+@hydra_app("demo")
+def demo(cfg: dict) -> None:
+    """`make demo`: train on the built-in sample, evaluate on the unseen patient, predict a
+    few of its slices, and say where everything is."""
+    from flexseg.data.sources import find_samples
+    from flexseg.evaluation import evaluate as run_evaluation
+    from flexseg.inference import infer as run_inference
+    from flexseg.training import train as run_training
+
+    try:
+        summary = run_training(cfg)
+        run_dir = Path(summary["run_dir"])
+        evaluation = run_evaluation({"run_dir": str(run_dir), "split": "test", "tta": cfg["tta"]})
+        test = find_samples(cfg["dataset"], cfg["seed"])["test"]
+        picks = [test[int(i)].image for i in np.linspace(0, len(test) - 1, 6)]
+        written = run_inference({"run_dir": str(run_dir), "input": [str(p) for p in picks]})
+    except (ConfigError, DataError) as error:
+        _fail(error)
+    previews = sorted((run_dir / "previews").glob("epoch_*.png"))
+    print(format_evaluation(evaluation))
+    print(f"training curves:   {run_dir / 'plots'}")
+    if previews:
+        print(f"epoch previews:    {previews[-1]} (and {len(previews) - 1} earlier)")
+    print(
+        f"test predictions:  {written[0]['overlay'].parent} (overlays), "
+        f"{written[0]['mask'].parent} (palette masks)"
+    )
+    print(f"fg_dice_volume={evaluation['fg_dice_volume_mean']:.4f} run_dir={run_dir}")

@@ -191,6 +191,16 @@ OmegaConf.register_new_resolver(
 )
 
 
+def _job_dir(run_dir, dataset: str, stamp: str, job: str) -> str:
+    """A new run folder for training; a log folder inside the run for evaluate and infer."""
+    if run_dir:
+        return str(Path(run_dir) / "logs" / f"{job}_{stamp}")
+    return str(Path("outputs") / dataset / stamp)
+
+
+OmegaConf.register_new_resolver("job_dir", _job_dir)
+
+
 def load_config(overrides: list[str] | None = None, config_name: str = "train") -> dict:
     """Composes `conf/<config_name>.yaml` with command-line style overrides, as a dict.
 

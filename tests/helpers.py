@@ -88,3 +88,41 @@ def make_flat_dataset(
             write_png(root / "masks" / f"{name}.png", mask)
             names.append(name)
     return names
+
+
+def gradient(fn, x: np.ndarray) -> np.ndarray:
+    """d sum(fn(x)) / dx with the active backend's autodiff (tests may import backends)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        xt = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            y = keras.ops.sum(fn(xt))
+        return tape.gradient(y, xt).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: keras.ops.sum(fn(v)))(x))
+    import torch
+
+    xt = torch.tensor(x, requires_grad=True)
+    keras.ops.sum(fn(xt)).backward()
+    return xt.grad.numpy()
+
+
+def numeric_gradient(fn, x: np.ndarray, eps: float = 1e-3) -> np.ndarray:
+    """Central differences of sum(fn(x)), in float64 numpy."""
+    import keras
+
+    grad = np.zeros_like(x, dtype=np.float64)
+    for index in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += eps
+        down[index] -= eps
+        f_up = float(keras.ops.convert_to_numpy(keras.ops.sum(fn(up))))
+        f_down = float(keras.ops.convert_to_numpy(keras.ops.sum(fn(down))))
+        grad[index] = (f_up - f_down) / (2 * eps)
+    return grad

@@ -74,7 +74,11 @@ def build_datasets(
             batch_size=trainer["batch_size"],
             spec=spec,
             colormap=cmap,
-            augment=build_augmentation(cfg["augment"]["transforms"]) if split == "train" else None,
+            augment=(
+                build_augmentation(cfg["augment"]["transforms"], dataset.get("image_size"))
+                if split == "train"
+                else None
+            ),
             shuffle=split == "train",
             seed=seed,
             cache=dataset.get("cache", False),

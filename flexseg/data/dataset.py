@@ -139,6 +139,12 @@ class SegmentationDataset(keras.utils.PyDataset):
                 int(np.random.SeedSequence([self.seed, _AUGMENT, epoch, i]).generate_state(1)[0])
             )
             out = pipeline(image=image, mask=mask)
+            if out["mask"].shape != mask.shape:
+                raise DataError(
+                    f"the augmentation turned {sample.image} from {mask.shape} into "
+                    f"{out['mask'].shape} (height, width); a transform that changes the size "
+                    "(e.g. RandomRotate90 on non-square images or a crop) breaks batching."
+                )
             image, mask = out["image"], out["mask"]
             if image.ndim == 2:
                 image = image[..., None]

@@ -74,8 +74,11 @@ class ReadSpec:
                 )
 
 
-def read_image(path: str | Path, channels: int = 1) -> np.ndarray:
+def read_image(path: str | Path, channels: int | None = 1) -> np.ndarray:
     """Reads an image as (H, W, channels) in its own type (uint8, uint16 or float32).
+
+    `channels` 1 gives gray (RGB files averaged), 3 gives RGB (gray files repeated), None
+    keeps what the file holds.
 
     Raises:
         DataError: the file is missing, unreadable, truncated or not an image.

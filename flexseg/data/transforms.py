@@ -9,8 +9,13 @@ import albumentations as A
 
 from flexseg.errors import ConfigError
 
+# Transforms that swap height and width: only for square images.
+SWAPS_AXES = {"RandomRotate90", "Transpose", "D4", "SquareSymmetry"}
 
-def build_augmentation(transforms: Sequence[Mapping] | None) -> A.Compose | None:
+
+def build_augmentation(
+    transforms: Sequence[Mapping] | None, image_size: Sequence[int] | None = None
+) -> A.Compose | None:
     """An albumentations `Compose` from a list of `{name: <Transform>, <argument>: ...}`.
 
     Spatial transforms resample masks with nearest neighbour (albumentations' default for
@@ -21,6 +26,11 @@ def build_augmentation(transforms: Sequence[Mapping] | None) -> A.Compose | None
     Example:
     >>> build_augmentation([{"name": "HorizontalFlip", "p": 0.5},
     ...                     {"name": "Affine", "rotate": [-15, 15], "p": 0.5}])
+
+    Args:
+        transforms: the `augment.transforms` list.
+        image_size: (height, width) of the images, to refuse transforms that would swap a
+            non-square image's axes and break batching.
 
     Returns:
         The pipeline, or None for an empty list (no augmentation).
@@ -36,6 +46,12 @@ def build_augmentation(transforms: Sequence[Mapping] | None) -> A.Compose | None
             raise ConfigError(
                 f"augment.transforms[{i}].name={name!r} is not an albumentations transform; "
                 "use a class name such as HorizontalFlip, Affine or RandomBrightnessContrast."
+            )
+        if name in SWAPS_AXES and image_size is not None and image_size[0] != image_size[1]:
+            raise ConfigError(
+                f"augment.transforms[{i}] ({name}) swaps height and width, but the images are "
+                f"{image_size[0]}x{image_size[1]} (height x width); use it with square "
+                "dataset.image_size only, or remove it."
             )
         if "mask_interpolation" in spec and spec["mask_interpolation"] != 0:
             raise ConfigError(

@@ -85,3 +85,10 @@ def test_bad_transform_specs_name_the_entry(spec, message):
 
 def test_no_transforms_means_no_augmentation():
     assert build_augmentation([]) is None
+
+
+def test_axis_swapping_transforms_need_square_images():
+    spec = [{"name": "RandomRotate90", "p": 0.5}]
+    assert build_augmentation(spec, image_size=(64, 64)) is not None
+    with pytest.raises(ConfigError, match=r"RandomRotate90\) swaps height and width"):
+        build_augmentation(spec, image_size=(224, 192))

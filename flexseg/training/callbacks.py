@@ -1,0 +1,176 @@
+"""Callbacks of a training run: checkpoints, logs, plots, previews, schedules, time limit."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from flexseg.plots import overlay, save_curves, save_grid
+
+
+def atomic_save(model: keras.Model, path: str | Path) -> Path:
+    """Saves a model to `path` through a temporary file, so a crash never leaves half a file.
+
+    The previous file at `path` stays intact until the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """Writes `last.keras` every epoch and `best.keras` when the monitored value improves."""
+
+    def __init__(self, folder: str | Path, monitor: str = "val_fg_dice", mode: str = "max"):
+        super().__init__()
+        self.folder = Path(folder)
+        self.monitor = monitor
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.best = -math.inf
+        self.best_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        atomic_save(self.model, self.folder / "last.keras")
+        value = logs.get(self.monitor)
+        if value is not None and np.isfinite(value) and self.sign * value > self.best:
+            self.best = self.sign * value
+            self.best_epoch = epoch + 1
+            atomic_save(self.model, self.folder / "best.keras")
+
+
+class HistoryFiles(keras.callbacks.Callback):
+    """`history.csv` (every logged value), plus `train_losses.csv` and `train_metrics.csv`
+    (losses and metrics apart, as the reference framework wrote them), and curve PNGs,
+    all rewritten after every epoch."""
+
+    def __init__(self, run_dir: str | Path, metric_names: Sequence[str]):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.metric_names = list(metric_names)
+        self.history: dict[str, list[float]] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        logs["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        keys = sorted(self.history)
+        self._write("history.csv", keys)
+        self._write("train_losses.csv", [k for k in keys if k.endswith("loss")])
+        self._write("train_metrics.csv", [k for k in keys if not k.endswith("loss")])
+        plots = self.run_dir / "plots"
+        plots.mkdir(exist_ok=True)
+        save_curves(plots / "loss.png", self.history, ["loss", "val_loss"], "loss")
+        shown = [m for name in self.metric_names for m in (name, f"val_{name}")]
+        save_curves(plots / "metrics.png", self.history, shown, "metrics")
+
+    def _write(self, name: str, keys: list[str]) -> None:
+        epochs = len(next(iter(self.history.values())))
+        tmp = self.run_dir / f".{name}.tmp"
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["epoch", *keys])
+            for i in range(epochs):
+                writer.writerow([i + 1, *(self.history[k][i] for k in keys)])
+        os.replace(tmp, self.run_dir / name)
+
+
+class EpochPreview(keras.callbacks.Callback):
+    """After every epoch, predicts N fixed images and saves image | truth | prediction."""
+
+    def __init__(
+        self, folder: str | Path, images: np.ndarray, masks: np.ndarray, names: Sequence[str]
+    ):
+        super().__init__()
+        self.folder = Path(folder)
+        self.images = images  # (N, H, W, C) model inputs
+        self.masks = masks  # (N, H, W) class ids
+        self.names = list(names)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        probs = keras.ops.convert_to_numpy(self.model(self.images, training=False))
+        preds = probs.argmax(-1)
+        rows = [
+            [overlay(image, np.zeros_like(mask)), overlay(image, mask), overlay(image, pred)]
+            for image, mask, pred in zip(self.images, self.masks, preds, strict=True)
+        ]
+        score = (logs or {}).get("val_fg_dice")
+        title = f"epoch {epoch + 1}" + (f", val_fg_dice {score:.3f}" if score is not None else "")
+        save_grid(
+            self.folder / f"epoch_{epoch + 1:03d}.png",
+            rows,
+            column_titles=["image", "ground truth", "prediction"],
+            row_titles=self.names,
+            title=title,
+        )
+
+
+class EpochSchedule(keras.callbacks.Callback):
+    """Sets the learning rate at the start of each epoch: warm-up, then cosine or step decay."""
+
+    def __init__(
+        self,
+        base_lr: float,
+        epochs: int,
+        kind: str = "cosine",
+        warmup_epochs: int = 0,
+        step_epochs: int = 30,
+        step_gamma: float = 0.1,
+        min_lr: float = 0.0,
+    ):
+        super().__init__()
+        self.base_lr, self.epochs, self.kind = base_lr, epochs, kind
+        self.warmup_epochs, self.step_epochs, self.step_gamma = (
+            warmup_epochs,
+            step_epochs,
+            step_gamma,
+        )
+        self.min_lr = min_lr
+
+    def rate(self, epoch: int) -> float:
+        if epoch < self.warmup_epochs:
+            return self.base_lr * (epoch + 1) / (self.warmup_epochs + 1)
+        if self.kind == "step":
+            return self.base_lr * self.step_gamma ** (epoch // self.step_epochs)
+        span = max(1, self.epochs - self.warmup_epochs)
+        progress = (epoch - self.warmup_epochs) / span
+        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.rate(epoch))
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training after the first epoch that ends past `minutes` of wall time."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds = 60.0 * minutes
+        self.start = None
+        self.stopped_epoch = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.monotonic() - self.start > self.seconds:
+            self.model.stop_training = True
+            self.stopped_epoch = epoch + 1

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from flexseg.data import find_samples
+from flexseg.data.stats import dataset_statistics, write_statistics
+from tests.helpers import make_flat_dataset, write_png
+
+BINARY_MAP = [
+    {"name": "background", "color": [0, 0, 0], "id": 0},
+    {"name": "lesion", "color": [255, 255, 255], "id": 1},
+]
+
+
+def dataset_config(root):
+    return {
+        "root": str(root),
+        "group_regex": r"^(p\d+)_",
+        "split": {"groups": {"train": ["p01", "p02"], "test": ["p03"]}},
+        "num_classes": 2,
+        "class_names": ["background", "lesion"],
+        "rgb_map": BINARY_MAP,
+        "channels": 1,
+    }
+
+
+def test_statistics_per_split_and_the_mask_report(tmp_path):
+    make_flat_dataset(tmp_path, slices=2, size=(16, 16))
+    # An anti-aliased edge in one mask, and an empty mask in another.
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 255
+    mask[8, 4:8] = 128
+    write_png(tmp_path / "masks" / "p01_z000.png", mask)
+    write_png(tmp_path / "masks" / "p03_z001.png", np.zeros((16, 16), np.uint8))
+    cfg = dataset_config(tmp_path)
+    stats, report = dataset_statistics(cfg, find_samples(cfg))
+    assert stats["train"]["images"] == 4 and stats["train"]["groups"] == 2
+    assert stats["test"]["image_sizes_wxh"] == {"16x16": 2}
+    assert stats["test"]["fraction_with_foreground"] == 0.5
+    fractions = stats["train"]["class_pixel_fraction"]
+    assert set(fractions) == {"background", "lesion"}
+    assert abs(sum(fractions.values()) - 1) < 1e-9
+    assert report.blended_pixels == 4 and not report.unknown
+    json_path, png_path = write_statistics(tmp_path / "out", stats, report)
+    saved = json.loads(json_path.read_text())
+    assert saved["mask_report"]["blended_pixels"] == 4
+    assert png_path.stat().st_size > 0
+
+
+def test_unknown_colours_are_reported_by_file(tmp_path):
+    make_flat_dataset(tmp_path, slices=1, size=(8, 8))
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[0, :3] = [0, 200, 0]
+    write_png(tmp_path / "masks" / "p02_z000.png", rgb)
+    cfg = dataset_config(tmp_path)
+    _, report = dataset_statistics(cfg, find_samples(cfg))
+    assert report.unknown == {(0, 200, 0): 3}
+    assert list(report.unknown_files) == [str(tmp_path / "masks" / "p02_z000.png")]

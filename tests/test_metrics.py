@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from flexseg.metrics import (
+    ConfusionMetric,
+    counts_np,
+    dice_np,
+    hd95,
+    iou_np,
+    segmentation_metrics,
+)
+
+
+def one_hot(ids, k=2):
+    return np.eye(k, dtype=np.float32)[np.asarray(ids)]
+
+
+def scores(ids, k=2):
+    return one_hot(ids, k) * 0.8 + 0.1  # class probabilities whose argmax is `ids`
+
+
+def result(metric) -> float:
+    return float(keras.ops.convert_to_numpy(metric.result()))
+
+
+def test_streaming_dice_is_micro_over_all_pixels():
+    truth = np.array([[[1, 1, 0, 0]], [[0, 0, 0, 0]]])
+    pred = np.array([[[1, 0, 0, 0]], [[1, 0, 0, 0]]])
+    metric = ConfusionMetric(2, "fg_dice")
+    metric.update_state(one_hot(truth[:1]), scores(pred[:1]))
+    metric.update_state(one_hot(truth[1:]), scores(pred[1:]))
+    # tp = 1, fp = 1, fn = 1 over both batches.
+    assert result(metric) == pytest.approx(2 * 1 / (2 * 1 + 1 + 1))
+    metric.reset_state()
+    metric.update_state(one_hot(truth), scores(truth))
+    assert result(metric) == pytest.approx(1.0)
+
+
+def test_pixel_accuracy_is_not_dice():
+    truth = np.zeros((1, 10, 10), int)
+    truth[0, 0, 0] = 1
+    pred = np.zeros_like(truth)  # finds nothing
+    accuracy, dice = ConfusionMetric(2, "pixel_accuracy"), ConfusionMetric(2, "fg_dice")
+    for metric in (accuracy, dice):
+        metric.update_state(one_hot(truth), scores(pred))
+    assert result(accuracy) == pytest.approx(0.99)
+    assert result(dice) == pytest.approx(0.0)
+
+
+def test_empty_truth_and_prediction_count_as_perfect():
+    empty = np.zeros((1, 4, 4), int)
+    metric = ConfusionMetric(2, "fg_dice")
+    metric.update_state(one_hot(empty), scores(empty))
+    assert result(metric) == 1.0
+    np.testing.assert_array_equal(dice_np(counts_np(empty, empty, 2)), [1.0, 1.0])
+    # Truth empty but something predicted: 0.
+    pred = empty.copy()
+    pred[0, 0, 0] = 1
+    assert dice_np(counts_np(empty, pred, 2))[1] == 0.0
+
+
+def test_per_class_dice_and_iou_against_numpy():
+    rng = np.random.default_rng(0)
+    truth, pred = rng.integers(0, 3, (2, 8, 8)), rng.integers(0, 3, (2, 8, 8))
+    counts = counts_np(truth, pred, 3)
+    for c in range(3):
+        t, p = truth == c, pred == c
+        inter = (t & p).sum()
+        assert dice_np(counts)[c] == pytest.approx(2 * inter / (t.sum() + p.sum()))
+        assert iou_np(counts)[c] == pytest.approx(inter / (t | p).sum())
+        for kind, expected in (("dice", dice_np(counts)[c]), ("iou", iou_np(counts)[c])):
+            metric = ConfusionMetric(3, kind, class_id=c)
+            metric.update_state(one_hot(truth, 3), scores(pred, 3))
+            assert result(metric) == pytest.approx(expected, rel=1e-6)
+    fg = ConfusionMetric(3, "fg_dice")
+    fg.update_state(one_hot(truth, 3), scores(pred, 3))
+    assert result(fg) == pytest.approx(dice_np(counts)[1:].mean(), rel=1e-6)
+
+
+def test_metric_names_say_what_they_are():
+    assert [m.name for m in segmentation_metrics(2)] == ["fg_dice", "pixel_accuracy"]
+    assert [m.name for m in segmentation_metrics(3)] == [
+        "fg_dice",
+        "dice_class_1",
+        "dice_class_2",
+        "pixel_accuracy",
+    ]
+
+
+def test_hd95_of_a_shifted_square_and_empty_cases():
+    truth = np.zeros((20, 20), bool)
+    truth[5:10, 5:10] = True
+    shifted = np.roll(truth, 3, axis=1)
+    assert hd95(truth, shifted) == pytest.approx(3.0)
+    assert hd95(truth, truth) == 0.0
+    assert hd95(np.zeros_like(truth), np.zeros_like(truth)) == 0.0
+    assert np.isnan(hd95(truth, np.zeros_like(truth)))
+
+
+def test_bad_metric_arguments():
+    with pytest.raises(ValueError, match="class_id"):
+        ConfusionMetric(2, "dice", class_id=2)
+    with pytest.raises(ValueError, match="kind"):
+        ConfusionMetric(2, "accuracy")
