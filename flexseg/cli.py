@@ -56,7 +56,9 @@ def preview_augment(cfg: dict) -> None:
         train = build_datasets(cfg)["train"]
     except (ConfigError, DataError) as error:
         _fail(error)
-    path = save_augmentation_grid(train, Path(cfg["_run_dir_"]) / "augmentation.png")
+    path = save_augmentation_grid(
+        train, Path(cfg["_run_dir_"]) / "augmentation.png", cfg["preview_samples"]
+    )
     print(f"augment={cfg['augment']['name']}: wrote {path}")
 
 

@@ -154,6 +154,8 @@ class TrainConfig:
     tta: str = "none"  # none | flip
     save_probabilities: bool = False
     split: str = "test"  # evaluate: which split
+    checkpoint: str = "best"  # evaluate / infer: best | last
+    preview_samples: int = 16  # flexseg-preview-augment: how many augmented samples
 
 
 _SCHEMAS = {

@@ -141,7 +141,7 @@ def evaluate(cfg: dict) -> dict:
 
     if not cfg.get("run_dir"):
         raise ConfigError("evaluate needs run_dir=<folder of a training run>")
-    run_cfg, model = load_run(cfg["run_dir"])
+    run_cfg, model = load_run(cfg["run_dir"], cfg.get("checkpoint", "best"))
     split = cfg.get("split", "test")
     splits = find_samples(run_cfg["dataset"], run_cfg.get("seed", 0))
     if not splits.get(split):
@@ -161,8 +161,16 @@ def evaluate(cfg: dict) -> dict:
         data.group_stats,
         run_cfg["dataset"].get("class_names"),
     )
-    summary = {"split": split, "loss": loss, "tta": predictor.tta, **summary}
-    out_dir = Path(cfg["run_dir"]) / "evaluation" / split
+    checkpoint = cfg.get("checkpoint", "best")
+    summary = {
+        "split": split,
+        "checkpoint": checkpoint,
+        "loss": loss,
+        "tta": predictor.tta,
+        **summary,
+    }
+    name = split if checkpoint == "best" else f"{split}_{checkpoint}"
+    out_dir = Path(cfg["run_dir"]) / "evaluation" / name
     write_evaluation(out_dir, summary, rows)
     summary["written_to"] = str(out_dir)
     return summary

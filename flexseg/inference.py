@@ -255,7 +255,7 @@ def infer(cfg: dict) -> list[dict[str, Path]]:
 
     if not cfg.get("run_dir") or not cfg.get("input"):
         raise ConfigError("infer needs run_dir=<training run> and input=<image folder or file>")
-    run_cfg, model = load_run(cfg["run_dir"])
+    run_cfg, model = load_run(cfg["run_dir"], cfg.get("checkpoint", "best"))
     dataset = run_cfg["dataset"]
     spec = read_spec_of(dataset, 2 ** (run_cfg["model"]["num_layers"] - 1))
     images = find_inputs(cfg["input"])

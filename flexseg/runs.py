@@ -44,6 +44,8 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[dict, keras
         checkpoint: `"best"` or `"last"`.
     """
     run_dir = Path(run_dir)
+    if checkpoint not in ("best", "last"):
+        raise ConfigError(f"checkpoint must be best or last. Received: checkpoint={checkpoint!r}")
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(
             f"run_dir={run_dir} holds no {CONFIG_FILE}; give the folder of a training run."
