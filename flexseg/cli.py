@@ -1,7 +1,8 @@
 """Command-line entry points: each is a few lines around a library call.
 
 Every command takes Hydra overrides (`dataset=lgg dataset.root=/data/lgg trainer.epochs=5`)
-and writes into its own run directory.
+and writes into its own run directory; `hydra_app` turns a ConfigError or DataError into one
+line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -12,12 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from flexseg.config import hydra_app
-from flexseg.errors import ConfigError, DataError
-
-
-def _fail(error: Exception) -> None:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
 
 
 @hydra_app("train")
@@ -26,11 +21,8 @@ def stats(cfg: dict) -> None:
     from flexseg.data.sources import find_samples
     from flexseg.data.stats import dataset_statistics, write_statistics
 
-    try:
-        splits = find_samples(cfg["dataset"], cfg["seed"])
-        result, report = dataset_statistics(cfg["dataset"], splits)
-    except (ConfigError, DataError) as error:
-        _fail(error)
+    splits = find_samples(cfg["dataset"], cfg["seed"])
+    result, report = dataset_statistics(cfg["dataset"], splits)
     paths = write_statistics(cfg["_run_dir_"], result, report)
     for split, s in result.items():
         classes = ", ".join(f"{k} {v:.4f}" for k, v in s["class_pixel_fraction"].items())
@@ -52,10 +44,7 @@ def preview_augment(cfg: dict) -> None:
     from flexseg.data.build import build_datasets
     from flexseg.data.preview import save_augmentation_grid
 
-    try:
-        train = build_datasets(cfg)["train"]
-    except (ConfigError, DataError) as error:
-        _fail(error)
+    train = build_datasets(cfg)["train"]
     path = save_augmentation_grid(
         train, Path(cfg["_run_dir_"]) / "augmentation.png", cfg["preview_samples"]
     )
@@ -67,10 +56,7 @@ def train(cfg: dict) -> None:
     """`flexseg-train`: train a model; the run directory gets everything it makes."""
     from flexseg.training import train as run_training
 
-    try:
-        summary = run_training(cfg)
-    except (ConfigError, DataError) as error:
-        _fail(error)
+    summary = run_training(cfg)
     print(
         f"best {summary['monitor']}={summary['best_value']} at epoch {summary['best_epoch']} "
         f"of {summary['epochs_run']}; run_dir={summary['run_dir']}"
@@ -82,10 +68,7 @@ def evaluate(cfg: dict) -> None:
     """`flexseg-evaluate run_dir=...`: score a run's best checkpoint on its test split."""
     from flexseg.evaluation import evaluate as run_evaluation
 
-    try:
-        summary = run_evaluation(cfg)
-    except (ConfigError, DataError) as error:
-        _fail(error)
+    summary = run_evaluation(cfg)
     print(format_evaluation(summary))
 
 
@@ -111,10 +94,7 @@ def infer(cfg: dict) -> None:
     """`flexseg-infer run_dir=... input=... [output=...]`: masks and overlays for images."""
     from flexseg.inference import infer as run_inference
 
-    try:
-        written = run_inference(cfg)
-    except (ConfigError, DataError) as error:
-        _fail(error)
+    written = run_inference(cfg)
     folders = sorted({str(p.parent) for paths in written for p in paths.values()})
     print(f"predicted {len(written)} image(s) into {', '.join(folders)}")
 
@@ -128,15 +108,12 @@ def demo(cfg: dict) -> None:
     from flexseg.inference import infer as run_inference
     from flexseg.training import train as run_training
 
-    try:
-        summary = run_training(cfg)
-        run_dir = Path(summary["run_dir"])
-        evaluation = run_evaluation({"run_dir": str(run_dir), "split": "test", "tta": cfg["tta"]})
-        test = find_samples(cfg["dataset"], cfg["seed"])["test"]
-        picks = [test[int(i)].image for i in np.linspace(0, len(test) - 1, 6)]
-        written = run_inference({"run_dir": str(run_dir), "input": [str(p) for p in picks]})
-    except (ConfigError, DataError) as error:
-        _fail(error)
+    summary = run_training(cfg)
+    run_dir = Path(summary["run_dir"])
+    evaluation = run_evaluation({"run_dir": str(run_dir), "split": "test", "tta": cfg["tta"]})
+    test = find_samples(cfg["dataset"], cfg["seed"])["test"]
+    picks = [test[int(i)].image for i in np.linspace(0, len(test) - 1, 6)]
+    written = run_inference({"run_dir": str(run_dir), "input": [str(p) for p in picks]})
     previews = sorted((run_dir / "previews").glob("epoch_*.png"))
     print(format_evaluation(evaluation))
     print(f"training curves:   {run_dir / 'plots'}")

@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from flexseg.errors import ConfigError
+from flexseg.errors import ConfigError, DataError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -158,21 +158,6 @@ class TrainConfig:
     preview_samples: int = 16  # flexseg-preview-augment: how many augmented samples
 
 
-_SCHEMAS = {
-    cls.__name__: cls
-    for cls in (
-        SplitConfig,
-        DatasetConfig,
-        ModelConfig,
-        AugmentConfig,
-        LossConfig,
-        ReduceLRConfig,
-        EarlyStoppingConfig,
-        TrainerConfig,
-    )
-}
-
-
 def _register() -> None:
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
@@ -218,6 +203,11 @@ def load_config(overrides: list[str] | None = None, config_name: str = "train") 
         if type(error).__module__.startswith("hydra"):
             raise ConfigError(_explain(error)) from error
         raise
+    return _checked(cfg)
+
+
+def _checked(cfg: DictConfig) -> dict:
+    """The composed config as a resolved plain dict, with every key checked."""
     plain = to_container(cfg)
     check_keys(plain)
     return plain
@@ -236,8 +226,9 @@ def check_keys(cfg: dict, schema: type = TrainConfig, prefix: str = "") -> None:
                 f"config key `{prefix}{key}` is not a setting of {schema.__name__}{hint}"
             )
         kind = fields[key].type
-        nested = _SCHEMAS.get(kind if isinstance(kind, str) else getattr(kind, "__name__", ""))
-        if nested is not None and isinstance(value, dict):
+        # Field types are strings (postponed annotations): a nested schema is a class here.
+        nested = globals().get(kind) if isinstance(kind, str) else kind
+        if dataclasses.is_dataclass(nested) and isinstance(value, dict):
             check_keys(value, nested, f"{prefix}{key}.")
 
 
@@ -288,17 +279,21 @@ def hydra_app(config_name: str = "train") -> Callable:
     """Decorator: makes `main(cfg: dict)` a Hydra command-line app over `conf/`.
 
     The wrapped function gets the resolved config as a plain dict, with the run directory
-    under the key `_run_dir_`. Config errors end the program with one line, not a traceback.
+    under the key `_run_dir_`. A ConfigError or DataError ends the program with one line on
+    stderr and exit code 2, not a traceback.
     """
     import hydra
 
     def decorate(main: Callable[[dict], Any]) -> Callable[[], Any]:
         @hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")
         def app(cfg: DictConfig):
-            plain = to_container(cfg)
-            check_keys(plain)
-            plain["_run_dir_"] = HydraConfig.get().runtime.output_dir
-            return main(plain)
+            try:
+                plain = _checked(cfg)
+                plain["_run_dir_"] = HydraConfig.get().runtime.output_dir
+                return main(plain)
+            except (ConfigError, DataError) as error:
+                print(f"error: {error}", file=sys.stderr)
+                sys.exit(2)
 
         @functools.wraps(main)
         def run():

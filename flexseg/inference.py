@@ -24,11 +24,12 @@ from flexseg.data.pairing import list_images
 from flexseg.data.reading import (
     IntensityStats,
     ReadSpec,
+    convert_channels,
     intensity_stats,
     padding_to,
     read_image,
     to_model_input,
-    unit_scale,
+    to_unit,
 )
 from flexseg.errors import DataError
 from flexseg.plots import overlay
@@ -107,8 +108,7 @@ class Predictor:
         them the image's own statistics stand in.
         """
         image = self._match_channels(image)
-        scale = unit_scale(image.dtype)
-        unit = image.astype(np.float32) / scale
+        unit, scale = to_unit(image)
         if self.spec.normalize == "group_zscore" and stats is None:
             stats = intensity_stats([unit], self.spec)
         height, width = unit.shape[:2]
@@ -152,16 +152,13 @@ class Predictor:
         return total / norm
 
     def _match_channels(self, image: np.ndarray) -> np.ndarray:
-        if image.shape[-1] == self.channels:
-            return image
-        warnings.warn(
-            f"converting a {image.shape[-1]}-channel image to the model's {self.channels} "
-            "channel(s)",
-            stacklevel=3,
-        )
-        if self.channels == 1:
-            return image.mean(axis=-1, keepdims=True).astype(image.dtype)
-        return np.repeat(image[..., :1], self.channels, axis=-1)
+        if image.shape[-1] != self.channels:
+            warnings.warn(
+                f"converting a {image.shape[-1]}-channel image to the model's {self.channels} "
+                "channel(s)",
+                stacklevel=3,
+            )
+        return convert_channels(image, self.channels)
 
 
 def find_inputs(source: str | Path | Sequence[str | Path]) -> list[Path]:

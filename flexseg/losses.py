@@ -129,10 +129,10 @@ class SegmentationLoss(keras.losses.Loss):
             y_pred = ops.softmax(y_pred, axis=-1)
         if self.kind == "focal":
             return focal_crossentropy(y_true, y_pred, self.gamma)
-        ce = categorical_crossentropy(y_true, y_pred, self.class_weights)
         if self.kind == "ce":
-            return ce
-        ones = ops.ones_like(ce)  # batch-level terms, spread over the (B,) per-sample losses
+            return categorical_crossentropy(y_true, y_pred, self.class_weights)
+        # Batch-level terms, spread over the (B,) per-sample losses.
+        ones = ops.ones(ops.shape(y_true)[:1], dtype="float32")
         if self.kind == "tversky":
             return ones * tversky_loss(
                 y_true, y_pred, self.alpha, self.beta, self.include_background, self.smooth
@@ -140,6 +140,7 @@ class SegmentationLoss(keras.losses.Loss):
         dice = soft_dice_loss(y_true, y_pred, self.include_background, self.smooth)
         if self.kind == "dice":
             return ones * dice
+        ce = categorical_crossentropy(y_true, y_pred, self.class_weights)
         return ce + self.dice_weight * dice * ones
 
     def get_config(self) -> dict:

@@ -82,7 +82,7 @@ def test_configured_patience_reaches_keras(tmp_path):
             "trainer.early_stopping.patience=11",
         ]
     )
-    callbacks = build_callbacks(cfg, tmp_path, {}, model=None)
+    callbacks = build_callbacks(cfg, tmp_path, {})
     reducer = next(c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau))
     stopper = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
     assert (reducer.patience, reducer.factor, stopper.patience) == (7, 0.4, 11)
@@ -92,4 +92,4 @@ def test_configured_patience_reaches_keras(tmp_path):
 def test_schedule_and_plateau_reducer_exclude_each_other(tmp_path):
     cfg = load_config(["trainer.schedule=cosine"])
     with pytest.raises(ConfigError, match="trainer.reduce_lr.enabled=false"):
-        build_callbacks(cfg, tmp_path, {}, model=None)
+        build_callbacks(cfg, tmp_path, {})

@@ -19,7 +19,7 @@ from flexseg.data.reading import (
     intensity_stats,
     read_image,
     to_model_input,
-    unit_scale,
+    to_unit,
 )
 from flexseg.data.sources import Sample
 from flexseg.errors import DataError
@@ -103,10 +103,6 @@ class SegmentationDataset(keras.utils.PyDataset):
     def __len__(self) -> int:
         return math.ceil(len(self.samples) / self.batch_size)
 
-    @property
-    def num_batches(self) -> int:
-        return len(self)
-
     def order(self, epoch: int) -> np.ndarray:
         """Indices of the samples in the order epoch `epoch` serves them."""
         if not self.shuffle:
@@ -173,9 +169,9 @@ class SegmentationDataset(keras.utils.PyDataset):
                 f"mask {sample.mask} holds class id {int(mask.max())} but num_classes is "
                 f"{self.num_classes}; fix dataset.num_classes or the mask."
             )
-        scale = unit_scale(raw.dtype)
         raw, mask = fit_size(raw, mask, self.spec, f"image {sample.image}")
-        return (raw.astype(np.float32) / scale), mask, scale
+        unit, scale = to_unit(raw)
+        return unit, mask, scale
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -206,6 +202,6 @@ def compute_group_stats(samples: Sequence[Sample], spec: ReadSpec) -> dict[str, 
     def unit_images(members):
         for s in members:
             raw = read_image(s.image, spec.channels)
-            yield raw.astype(np.float32) / unit_scale(raw.dtype)
+            yield to_unit(raw)[0]
 
     return {group: intensity_stats(unit_images(members), spec) for group, members in groups.items()}

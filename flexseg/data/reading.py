@@ -93,18 +93,29 @@ def read_image(path: str | Path, channels: int | None = 1) -> np.ndarray:
         image = image[..., :3]  # alpha carries no intensity
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        if channels == 1:
-            image = image.mean(axis=-1).astype(image.dtype)
-    if image.ndim == 2:
+    else:
         image = image[..., None]
-        if channels == 3:
-            image = np.repeat(image, 3, axis=-1)
-    return image
+    return image if channels is None else convert_channels(image, channels)
+
+
+def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, C) -> (H, W, channels): RGB averaged to gray, gray repeated to RGB."""
+    if image.shape[-1] == channels:
+        return image
+    if channels == 1:
+        return image.mean(axis=-1, keepdims=True).astype(image.dtype)
+    return np.repeat(image[..., :1], channels, axis=-1)
 
 
 def unit_scale(dtype: np.dtype) -> float:
     """The value that stands for full intensity in images of this type."""
     return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+
+
+def to_unit(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """A raw image as float32 with full intensity at 1, and the raw value of full intensity."""
+    scale = unit_scale(image.dtype)
+    return image.astype(np.float32) / scale, scale
 
 
 def padding_for(shape: Sequence[int], multiple: int) -> tuple[int, int, int, int]:

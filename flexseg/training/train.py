@@ -59,7 +59,7 @@ def resolve_jit_compile(setting) -> bool | str:
     return backend.has_gpu() and backend.name() == "tensorflow"
 
 
-def build_callbacks(cfg: dict, run_dir: Path, datasets: dict, model: keras.Model) -> list:
+def build_callbacks(cfg: dict, run_dir: Path, datasets: dict) -> list:
     """The callbacks a trainer config asks for."""
     trainer = cfg["trainer"]
     monitor = trainer["monitor"] if "valid" in datasets else trainer["monitor"].removeprefix("val_")
@@ -161,7 +161,7 @@ def train(cfg: dict) -> dict:
         metrics=segmentation_metrics(cfg["dataset"]["num_classes"]),
         jit_compile=resolve_jit_compile(trainer.get("jit_compile", "auto")),
     )
-    callbacks = build_callbacks(cfg, run_dir, datasets, model)
+    callbacks = build_callbacks(cfg, run_dir, datasets)
     counts = {k: len(v) for k, v in splits.items()}
     log.info(
         "backend=%s devices=%s params=%s gflops_per_image=%.2f samples=%s run_dir=%s",
