@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # where plain `pip install torch` would fetch a CUDA build.
 TORCH_PIP_ARGS ?=
 
-.PHONY: help setup test lint format demo clean-venv
+.PHONY: help setup test lint format demo bench clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -34,15 +34,18 @@ test: setup ## run the test suite once per backend (tensorflow, jax, torch)
 	@$(PY) scripts/run_tests.py -- -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: setup ## ruff lint and format check
-	@$(VENV)/bin/ruff check flexseg scripts tests
-	@$(VENV)/bin/ruff format --check flexseg scripts tests
+	@$(VENV)/bin/ruff check flexseg scripts tests benchmarks
+	@$(VENV)/bin/ruff format --check flexseg scripts tests benchmarks
 
 format: setup ## apply ruff fixes and formatting
-	@$(VENV)/bin/ruff check --fix flexseg scripts tests
-	@$(VENV)/bin/ruff format flexseg scripts tests
+	@$(VENV)/bin/ruff check --fix flexseg scripts tests benchmarks
+	@$(VENV)/bin/ruff format flexseg scripts tests benchmarks
 
 demo: setup ## train, evaluate and infer on the built-in sample (BACKEND=tensorflow|jax|torch)
 	@KERAS_BACKEND=$(BACKEND) $(VENV)/bin/flexseg-demo
+
+bench: setup ## speed of every backend beside hand-written PyTorch -> benchmarks/results.{json,md}
+	@$(VENV)/bin/python scripts/benchmark.py $(BENCH_ARGS)
 
 clean-venv: ## remove .venv (your runs and data are left alone)
 	rm -rf $(VENV)

@@ -52,6 +52,16 @@ def preview_augment(cfg: dict) -> None:
 
 
 @hydra_app("train")
+def check(cfg: dict) -> None:
+    """`flexseg-check`: the pre-flight check of a training config and its data, and the plan."""
+    from flexseg.preflight import check as run_check
+
+    plan = run_check({**cfg, "_run_dir_": None})
+    print(plan.describe())
+    print("check passed: no problems found")
+
+
+@hydra_app("train")
 def train(cfg: dict) -> None:
     """`flexseg-train`: train a model; the run directory gets everything it makes."""
     from flexseg.training import train as run_training

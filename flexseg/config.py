@@ -22,10 +22,11 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from flexseg.errors import ConfigError, DataError
+from flexseg.errors import ConfigError, DataError, PreemptedError, TrainingError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -33,9 +34,11 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 @dataclass
 class SplitConfig:
     # Group ids per split, e.g. {train: [p07, p19], test: [p26]}; or `fractions` instead.
-    groups: dict[str, list[str]] | None = None
+    # Empty means not given; to switch a dataset from one to the other on the command line:
+    # dataset.split.groups=null ++dataset.split.fractions={train:0.8,test:0.2}
+    groups: dict[str, list[str]] | None = field(default_factory=dict)
     # Share of the groups per split, e.g. {train: 0.7, valid: 0.1, test: 0.2}, seeded.
-    fractions: dict[str, float] | None = None
+    fractions: dict[str, float] | None = field(default_factory=dict)
     # Share of each training group's slices held out (as one contiguous block) for validation.
     holdout_fraction: float = 0.0
     seed: int | None = None  # defaults to the run's seed
@@ -130,13 +133,18 @@ class TrainerConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     monitor: str = "val_fg_dice"
     steps_per_epoch: int | None = None
+    drop_remainder: bool = True  # training: leave out an epoch's last, smaller batch
+    foreground_fraction: float | None = None  # training: oversample slices with foreground
+    select_checkpoint: str = "best"  # what evaluate / infer use by default: best | last
     preview_images: int = 6  # fixed validation images predicted after every epoch
     tensorboard: bool = False
     workers: int = 1
     use_multiprocessing: bool = False
     jit_compile: Any = "auto"
+    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16 (head and loss float32)
     verbose: int = 1
     max_minutes: float | None = None  # stop after the epoch that passes this wall time
+    resume: str = "never"  # never | auto: continue the run folder from its last finished epoch
 
 
 @dataclass
@@ -154,7 +162,7 @@ class TrainConfig:
     tta: str = "none"  # none | flip
     save_probabilities: bool = False
     split: str = "test"  # evaluate: which split
-    checkpoint: str = "best"  # evaluate / infer: best | last
+    checkpoint: str | None = None  # evaluate / infer: best | last; None: trainer's choice
     preview_samples: int = 16  # flexseg-preview-augment: how many augmented samples
 
 
@@ -179,9 +187,12 @@ OmegaConf.register_new_resolver(
 
 
 def _job_dir(run_dir, dataset: str, stamp: str, job: str) -> str:
-    """A new run folder for training; a log folder inside the run for evaluate and infer."""
+    """A new run folder for training; a log folder inside the run for evaluate and infer, and
+    beside the runs for a check."""
     if run_dir:
         return str(Path(run_dir) / "logs" / f"{job}_{stamp}")
+    if job == "check":
+        return str(Path("outputs") / dataset / "checks" / stamp)
     return str(Path("outputs") / dataset / stamp)
 
 
@@ -275,12 +286,16 @@ def instantiate(spec: dict, **overrides):
     return factory(**spec)
 
 
+EXIT_INTERRUPTED = 3
+
+
 def hydra_app(config_name: str = "train") -> Callable:
     """Decorator: makes `main(cfg: dict)` a Hydra command-line app over `conf/`.
 
     The wrapped function gets the resolved config as a plain dict, with the run directory
-    under the key `_run_dir_`. A ConfigError or DataError ends the program with one line on
-    stderr and exit code 2, not a traceback.
+    under the key `_run_dir_`. A ConfigError, DataError or TrainingError ends the program with
+    its message on stderr and exit code 2, not a traceback; a training stopped by a signal
+    exits with code 3 (`EXIT_INTERRUPTED`) after saying how to resume.
     """
     import hydra
 
@@ -291,9 +306,12 @@ def hydra_app(config_name: str = "train") -> Callable:
                 plain = _checked(cfg)
                 plain["_run_dir_"] = HydraConfig.get().runtime.output_dir
                 return main(plain)
-            except (ConfigError, DataError) as error:
+            except (ConfigError, DataError, TrainingError) as error:
                 print(f"error: {error}", file=sys.stderr)
                 sys.exit(2)
+            except PreemptedError as error:  # a clean stop that can resume
+                print(f"interrupted: {error}", file=sys.stderr)
+                sys.exit(EXIT_INTERRUPTED)
 
         @functools.wraps(main)
         def run():
@@ -305,6 +323,16 @@ def hydra_app(config_name: str = "train") -> Callable:
         return run
 
     return decorate
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a sweep, `sweep_summary.csv` and `.md` in the sweep folder."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from flexseg.sweeps import write_sweep_summary
+
+        paths = write_sweep_summary(config.hydra.sweep.dir)
+        print(f"sweep summary: {paths[1]}")
 
 
 def _explain(error: Exception) -> str:

@@ -7,3 +7,11 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """A problem with a configuration value: the message names the key and the fix."""
+
+
+class TrainingError(RuntimeError):
+    """Training could not go on (e.g. the loss became NaN); the message says where and why."""
+
+
+class PreemptedError(RuntimeError):
+    """Training was stopped by a signal (SIGTERM, SIGUSR1) at a batch boundary; it can resume."""

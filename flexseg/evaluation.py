@@ -128,24 +128,32 @@ def write_evaluation(out_dir: str | Path, summary: dict, rows: list[dict]) -> li
 def evaluate(cfg: dict) -> dict:
     """Evaluates a training run (`cfg["run_dir"]`) on a split (`cfg["split"]`, default test).
 
-    Uses the run's own config and best checkpoint; writes `evaluation/<split>/` in the run.
+    Uses the run's own config and its checkpoint (`cfg["checkpoint"]`, default the run's
+    `trainer.select_checkpoint`); writes `evaluation/<split>/` in the run, or
+    `evaluation/<split>_<checkpoint>/` for the checkpoint the run did not select.
 
     Returns:
         The summary, with the loss and the folder it was written to.
     """
-    from flexseg.data.build import build_datasets, colormap_of
+    from flexseg.data.build import build_datasets, colormap_of, spec_of
     from flexseg.data.sources import find_samples
     from flexseg.errors import ConfigError, DataError
     from flexseg.losses import build_loss
+    from flexseg.preflight import PreflightError, scan_samples
     from flexseg.runs import load_run
 
     if not cfg.get("run_dir"):
         raise ConfigError("evaluate needs run_dir=<folder of a training run>")
-    run_cfg, model = load_run(cfg["run_dir"], cfg.get("checkpoint", "best"))
+    run_cfg, model, checkpoint = load_run(cfg["run_dir"], cfg.get("checkpoint"))
     split = cfg.get("split", "test")
     splits = find_samples(run_cfg["dataset"], run_cfg.get("seed", 0))
     if not splits.get(split):
         raise DataError(f"split {split!r} of dataset {run_cfg['dataset']['name']} has no images")
+    problems = scan_samples(
+        splits[split], run_cfg["dataset"], spec_of(run_cfg), colormap_of(run_cfg["dataset"])
+    )[1]
+    if problems:
+        raise PreflightError(problems)
     datasets = build_datasets(run_cfg, splits, workers=1)
     data = datasets[split]
     num_classes = run_cfg["dataset"]["num_classes"]
@@ -161,7 +169,6 @@ def evaluate(cfg: dict) -> dict:
         data.group_stats,
         run_cfg["dataset"].get("class_names"),
     )
-    checkpoint = cfg.get("checkpoint", "best")
     summary = {
         "split": split,
         "checkpoint": checkpoint,
@@ -169,7 +176,8 @@ def evaluate(cfg: dict) -> dict:
         "tta": predictor.tta,
         **summary,
     }
-    name = split if checkpoint == "best" else f"{split}_{checkpoint}"
+    selected = run_cfg["trainer"].get("select_checkpoint", "best")
+    name = split if checkpoint == selected else f"{split}_{checkpoint}"
     out_dir = Path(cfg["run_dir"]) / "evaluation" / name
     write_evaluation(out_dir, summary, rows)
     summary["written_to"] = str(out_dir)

@@ -237,25 +237,30 @@ def predict_files(
 
 
 def infer(cfg: dict) -> list[dict[str, Path]]:
-    """Predicts `cfg["input"]` (a folder, an image or a list file) with a training run's best
-    checkpoint into `cfg["output"]` (default `<run_dir>/predictions`).
+    """Predicts `cfg["input"]` (a folder, an image or a list file) with a training run's
+    checkpoint (`cfg["checkpoint"]`, default the run's choice) into `cfg["output"]`
+    (default `<run_dir>/predictions`).
 
     Images of one group (the dataset's `group_regex` on the file name) share intensity
     statistics, as in training; `overwrite`, `tta` and `save_probabilities` apply.
     """
-    from flexseg.data.build import colormap_of, read_spec_of
+    from flexseg.data.build import colormap_of, spec_of
     from flexseg.data.dataset import compute_group_stats
     from flexseg.data.sources import Sample
     from flexseg.data.splits import group_of
     from flexseg.errors import ConfigError
+    from flexseg.preflight import PreflightError, input_problems
     from flexseg.runs import load_run
 
     if not cfg.get("run_dir") or not cfg.get("input"):
         raise ConfigError("infer needs run_dir=<training run> and input=<image folder or file>")
-    run_cfg, model = load_run(cfg["run_dir"], cfg.get("checkpoint", "best"))
+    run_cfg, model, _ = load_run(cfg["run_dir"], cfg.get("checkpoint"))
     dataset = run_cfg["dataset"]
-    spec = read_spec_of(dataset, 2 ** (run_cfg["model"]["num_layers"] - 1))
+    spec = spec_of(run_cfg)
     images = find_inputs(cfg["input"])
+    problems = input_problems(images)
+    if problems:
+        raise PreflightError(problems)
     regex = dataset.get("group_regex")
     groups = {}
     for path in images:

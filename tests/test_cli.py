@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -46,3 +47,64 @@ def test_a_misspelled_key_stops_the_command_with_its_name(tmp_path):
     assert result.returncode != 0
     assert "reduer_patience" in result.stderr
     assert not (tmp_path / "outputs").exists()  # nothing was started
+
+
+def test_check_prints_the_plan_of_the_builtin_sample_and_exits_0(tmp_path):
+    result = run("check", "experiment=demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "check passed: no problems found" in result.stdout
+    for line in ("backend ", "train       ", "test        ", "GFLOP per image", "output "):
+        assert line in result.stdout
+    assert not list((tmp_path / "outputs").glob("ms_lesjak/2*"))  # no run folder was made
+
+
+def test_check_names_every_bad_file_and_exits_2(tmp_path):
+    make_flat_dataset(tmp_path / "data", slices=2, size=(16, 16))
+    (tmp_path / "data" / "images" / "p01_z000.png").write_bytes(b"")
+    write_png(tmp_path / "data" / "masks" / "p03_z001.png", np.zeros((8, 8), np.uint8))
+    result = run(
+        "check",
+        f"dataset.root={tmp_path / 'data'}",
+        "dataset.image_size=[16,16]",
+        "dataset.split.groups={train:[p01,p02],test:[p03]}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "found 2 problem(s)" in result.stderr
+    assert "p01_z000.png" in result.stderr and "p03_z001.png" in result.stderr
+
+
+def test_a_sweep_runs_every_combination_and_writes_a_summary(tmp_path):
+    make_flat_dataset(tmp_path / "data", slices=2, size=(16, 16))
+    result = run(
+        "train",
+        "-m",
+        "trainer.learning_rate=0.001,0.0003",
+        "model.base_filters=2,4",
+        f"dataset.root={tmp_path / 'data'}",
+        "dataset.image_size=[16,16]",
+        "dataset.split.groups={train:[p01,p02],valid:[p03],test:[]}",
+        "dataset.split.holdout_fraction=0.0",
+        "model.num_layers=2",
+        "trainer.epochs=1",
+        "trainer.batch_size=2",
+        "trainer.preview_images=0",
+        "trainer.verbose=0",
+        "augment=none",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with (tmp_path / "sweep" / "sweep_summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["job"]) for r in rows] == [0, 1, 2, 3]
+    assert {r["overrides"] for r in rows} == {
+        f"trainer.learning_rate={lr} model.base_filters={bf}"
+        for lr in ("0.001", "0.0003")
+        for bf in (2, 4)
+    }
+    for r in rows:
+        assert 0.0 <= float(r["best_val_fg_dice"]) <= 1.0 and r["backend"]
+        assert (tmp_path / "sweep" / r["job"] / "checkpoints" / "best.keras").is_file()
+    table = (tmp_path / "sweep" / "sweep_summary.md").read_text()
+    assert table.count("\n") == 6 and "model.base_filters=4" in table

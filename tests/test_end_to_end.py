@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from flexseg.config import load_config
+from flexseg.errors import ConfigError
 from flexseg.evaluation import evaluate
 from flexseg.inference import infer
 from flexseg.training import train
@@ -100,6 +101,16 @@ def test_evaluation_files_and_numbers(trained):
     with (out / "evaluation.csv").open() as f:
         metrics = dict(csv.reader(f))
     assert float(metrics["fg_dice"]) == pytest.approx(saved["fg_dice"])
+    assert saved["checkpoint"] == "best"  # the run's trainer.select_checkpoint
+
+
+def test_evaluating_the_checkpoint_the_run_did_not_select(trained):
+    _, run_dir, _ = trained
+    summary = evaluate({"run_dir": str(run_dir), "checkpoint": "last"})
+    saved = json.loads((run_dir / "evaluation" / "test_last" / "evaluation.json").read_text())
+    assert saved["checkpoint"] == summary["checkpoint"] == "last"
+    with pytest.raises(ConfigError, match="checkpoint must be best or last"):
+        evaluate({"run_dir": str(run_dir), "checkpoint": "final"})
 
 
 def test_inference_at_original_size_tiled_and_never_overwriting(trained, tmp_path):

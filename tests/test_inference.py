@@ -48,3 +48,22 @@ def test_resize_policy_resizes_back():
     probs = Predictor(Identity((16, 16)), spec).predict(image)
     assert probs.shape == (50, 30, 2)
     np.testing.assert_allclose(probs[..., 1], 0.25, atol=1e-5)
+
+
+class MeanOfChannels(keras.Model):
+    """Class-1 probability is the mean of the input's channels."""
+
+    def __init__(self, size, channels):
+        inputs = keras.Input((*size, channels))
+        mean = keras.layers.Lambda(lambda t: keras.ops.mean(t, axis=-1, keepdims=True))(inputs)
+        super().__init__(inputs, keras.layers.Concatenate()([1.0 - mean, mean]))
+
+
+@pytest.mark.parametrize(("given", "model_channels"), [(3, 1), (1, 3)])
+def test_other_channel_counts_are_converted_with_a_warning(given, model_channels):
+    image = np.random.default_rng(1).uniform(0, 1, (12, 20, given)).astype(np.float32)
+    predictor = Predictor(MeanOfChannels((16, 16), model_channels), ReadSpec(normalize="scale01"))
+    with pytest.warns(UserWarning, match=f"converting a {given}-channel image"):
+        probs = predictor.predict(image)
+    assert probs.shape == (12, 20, 2)  # the original size, padded and cut back
+    np.testing.assert_allclose(probs[..., 1], image.mean(-1), atol=1e-5)

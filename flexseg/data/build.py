@@ -40,6 +40,11 @@ def read_spec_of(dataset: Mapping, size_multiple: int = 1) -> ReadSpec:
     )
 
 
+def spec_of(cfg: Mapping) -> ReadSpec:
+    """The ReadSpec of a whole config: the dataset's reading and the model's size multiple."""
+    return read_spec_of(cfg["dataset"], 2 ** (cfg["model"].get("num_layers", 1) - 1))
+
+
 def build_datasets(
     cfg: Mapping,
     splits: Mapping[str, list[Sample]] | None = None,
@@ -58,7 +63,7 @@ def build_datasets(
     dataset, trainer = cfg["dataset"], cfg["trainer"]
     seed = cfg.get("seed", 0)
     splits = splits if splits is not None else find_samples(dataset, seed)
-    spec = read_spec_of(dataset, 2 ** (cfg["model"].get("num_layers", 1) - 1))
+    spec = spec_of(cfg)
     cmap = colormap_of(dataset)
     stats = None
     if spec.normalize == "group_zscore":
@@ -81,6 +86,8 @@ def build_datasets(
             ),
             shuffle=split == "train",
             seed=seed,
+            drop_remainder=split == "train" and trainer.get("drop_remainder", True),
+            foreground_fraction=trainer.get("foreground_fraction") if split == "train" else None,
             cache=dataset.get("cache", False),
             group_stats=stats,
             workers=workers,

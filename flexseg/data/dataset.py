@@ -42,12 +42,18 @@ class SegmentationDataset(keras.utils.PyDataset):
     Args:
         samples: the samples to serve (see `flexseg.data.find_samples`).
         num_classes: classes of the one-hot masks.
-        batch_size: images per batch; the last batch may be smaller.
+        batch_size: images per batch; the last batch may be smaller unless `drop_remainder`.
         spec: how files are read, sized and normalised.
         colormap: maps mask colours to class ids; None for index or 0/255 masks.
         augment: an albumentations pipeline for training data, or None.
         shuffle: reshuffle the samples every epoch.
         seed: seed of shuffling and augmentation.
+        drop_remainder: leave out the last, smaller batch of an epoch (for training: a batch
+            of another size makes a compiled step retrace).
+        foreground_fraction: with `shuffle`, each epoch serves every sample whose mask has
+            foreground and a fresh random draw of the empty ones, so that samples with
+            foreground make up this fraction of the epoch (for sets of mostly empty slices).
+            None serves every sample.
         cache: keep decoded, sized images and masks in memory (for small sets; each worker
             process keeps its own copy).
         group_stats: intensity statistics per group, for `normalize="group_zscore"`;
@@ -70,6 +76,8 @@ class SegmentationDataset(keras.utils.PyDataset):
         augment: A.Compose | None = None,
         shuffle: bool = False,
         seed: int = 0,
+        drop_remainder: bool = False,
+        foreground_fraction: float | None = None,
         cache: bool = False,
         group_stats: dict[str, IntensityStats] | None = None,
         workers: int = 1,
@@ -91,6 +99,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.augment = augment
         self.shuffle = shuffle
         self.seed = seed
+        self.drop_remainder = drop_remainder
         self.cache = cache
         self.epoch = 0
         self.report = MaskReport()
@@ -99,16 +108,54 @@ class SegmentationDataset(keras.utils.PyDataset):
         if spec.normalize == "group_zscore" and group_stats is None:
             group_stats = compute_group_stats(self.samples, spec)
         self.group_stats = group_stats or {}
+        self.foreground_fraction = foreground_fraction
+        self._with_fg = self._empty = None
+        if foreground_fraction is not None and shuffle:
+            self._split_by_foreground(foreground_fraction)
+        if drop_remainder and self.epoch_size < batch_size:
+            raise DataError(
+                f"an epoch of {self.epoch_size} samples makes no full batch of {batch_size}; "
+                "lower trainer.batch_size."
+            )
+
+    @property
+    def epoch_size(self) -> int:
+        """Samples one epoch serves (before a dropped remainder)."""
+        if self._with_fg is None:
+            return len(self.samples)
+        return len(self._with_fg) + self._empty_per_epoch
 
     def __len__(self) -> int:
-        return math.ceil(len(self.samples) / self.batch_size)
+        if self.drop_remainder:
+            return self.epoch_size // self.batch_size
+        return math.ceil(self.epoch_size / self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
         """Indices of the samples in the order epoch `epoch` serves them."""
         if not self.shuffle:
             return np.arange(len(self.samples))
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, _SHUFFLE, epoch]))
-        return rng.permutation(len(self.samples))
+        if self._with_fg is None:
+            return rng.permutation(len(self.samples))
+        empty = rng.choice(self._empty, self._empty_per_epoch, replace=False)
+        return rng.permutation(np.concatenate([self._with_fg, empty]))
+
+    def _split_by_foreground(self, fraction: float) -> None:
+        if not 0 < fraction <= 1:
+            raise DataError(
+                f"foreground_fraction must be in (0, 1]. Received: foreground_fraction={fraction}"
+            )
+        has_fg = np.array(
+            [decode_mask(s.mask, self.num_classes, self.colormap)[0].any() for s in self.samples]
+        )
+        self._with_fg, self._empty = np.flatnonzero(has_fg), np.flatnonzero(~has_fg)
+        if not len(self._with_fg):
+            raise DataError(
+                "foreground_fraction is set but no training mask has foreground; check the "
+                "masks or set trainer.foreground_fraction=null."
+            )
+        wanted = round(len(self._with_fg) * (1 - fraction) / fraction)
+        self._empty_per_epoch = min(wanted, len(self._empty))
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < len(self):
@@ -149,27 +196,8 @@ class SegmentationDataset(keras.utils.PyDataset):
 
     def read(self, sample: Sample) -> tuple[np.ndarray, np.ndarray, float]:
         """(unit-scaled image (H, W, C) float32, mask (H, W) uint8, the raw full scale)."""
-        raw = read_image(sample.image, self.spec.channels)
-        mask, report = decode_mask(sample.mask, self.num_classes, self.colormap)
-        if report.unknown:
-            colors = ", ".join(f"{list(c)} ({n} pixels)" for c, n in report.unknown.items())
-            raise DataError(
-                f"mask {sample.mask} has colours that are not in dataset.rgb_map: {colors}; add "
-                "them to the map or raise dataset.color_tolerance."
-            )
+        raw, mask, report = read_pair(sample, self.num_classes, self.spec, self.colormap)
         self.report.update(report)
-        if raw.shape[:2] != mask.shape:
-            raise DataError(
-                f"image {sample.image} is {raw.shape[1]}x{raw.shape[0]} but its mask "
-                f"{sample.mask} is {mask.shape[1]}x{mask.shape[0]} (width x height); they must "
-                "match."
-            )
-        if mask.max(initial=0) >= self.num_classes:
-            raise DataError(
-                f"mask {sample.mask} holds class id {int(mask.max())} but num_classes is "
-                f"{self.num_classes}; fix dataset.num_classes or the mask."
-            )
-        raw, mask = fit_size(raw, mask, self.spec, f"image {sample.image}")
         unit, scale = to_unit(raw)
         return unit, mask, scale
 
@@ -191,6 +219,38 @@ class SegmentationDataset(keras.utils.PyDataset):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._local = threading.local()
+
+
+def read_pair(
+    sample: Sample, num_classes: int, spec: ReadSpec, colormap: ColorMap | None = None
+) -> tuple[np.ndarray, np.ndarray, MaskReport]:
+    """A sample's raw image and class-id mask, sized by `spec`, with the mask's colour report.
+
+    Raises:
+        DataError: naming the file: unreadable, unknown mask colours, a class id beyond
+            `num_classes`, image and mask of different sizes, or too large to pad.
+    """
+    raw = read_image(sample.image, spec.channels)
+    mask, report = decode_mask(sample.mask, num_classes, colormap)
+    if report.unknown:
+        colors = ", ".join(f"{list(c)} ({n} pixels)" for c, n in report.unknown.items())
+        raise DataError(
+            f"mask {sample.mask} has colours that are not in dataset.rgb_map: {colors}; add "
+            "them to the map or raise dataset.color_tolerance."
+        )
+    if raw.shape[:2] != mask.shape:
+        raise DataError(
+            f"image {sample.image} is {raw.shape[1]}x{raw.shape[0]} but its mask "
+            f"{sample.mask} is {mask.shape[1]}x{mask.shape[0]} (width x height); they must "
+            "match."
+        )
+    if mask.max(initial=0) >= num_classes:
+        raise DataError(
+            f"mask {sample.mask} holds class id {int(mask.max())} but num_classes is "
+            f"{num_classes}; fix dataset.num_classes or the mask."
+        )
+    raw, mask = fit_size(raw, mask, spec, f"image {sample.image}")
+    return raw, mask, report
 
 
 def compute_group_stats(samples: Sequence[Sample], spec: ReadSpec) -> dict[str, IntensityStats]:

@@ -78,8 +78,8 @@ def find_samples(dataset: Mapping, seed: int = 0) -> dict[str, list[Sample]]:
     rule = dataset.get("split") or {}
     assignment = split_groups(
         [s.group for s in samples],
-        split_groups=rule.get("groups"),
-        fractions=rule.get("fractions"),
+        split_groups=rule.get("groups") or None,
+        fractions=rule.get("fractions") or None,
         seed=rule.get("seed", seed) if rule.get("seed") is not None else seed,
     )
     result = {

@@ -84,7 +84,13 @@ def split_groups(
         # Round the cumulative shares so that the counts always add up to the group count.
         bounds = np.rint(np.cumsum(values) * len(known)).astype(int)
         start = 0
-        for split, end in zip(SPLITS, bounds, strict=True):
+        for split, share, end in zip(SPLITS, values, bounds, strict=True):
             result[split] = [known[i] for i in order[start:end]]
+            if share > 0 and not result[split]:
+                raise ConfigError(
+                    f"dataset.split.fractions.{split}={share:g} of {len(known)} groups gives "
+                    f"{split} no group; raise the fraction, set it to 0, or list the groups in "
+                    "dataset.split.groups."
+                )
             start = end
     return {split: sorted(ids) for split, ids in result.items()}

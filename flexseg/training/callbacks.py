@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from flexseg.errors import TrainingError
 from flexseg.plots import overlay, save_curves, save_grid
 
 
@@ -52,6 +53,44 @@ class Checkpoints(keras.callbacks.Callback):
             self.best_epoch = epoch + 1
             atomic_save(self.model, self.folder / "best.keras")
 
+    def resume_state(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def restore_state(self, state: dict) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training when the loss becomes NaN or infinite, naming the epoch and batch.
+
+    It raises before the epoch ends, so no checkpoint of the broken weights is written and
+    `last.keras` stays the last good one.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or np.isfinite(loss):
+            return
+        last = self.run_dir / "checkpoints" / "last.keras"
+        kept = (
+            f"the last good checkpoint is {last} (epoch {self.epoch})"
+            if last.exists()
+            else "no epoch finished, so there is no checkpoint"
+        )
+        raise TrainingError(
+            f"the training loss became {float(loss)} at epoch {self.epoch + 1}, batch "
+            f"{batch + 1}; training stopped and {kept}. Lower trainer.learning_rate, set "
+            "trainer.clipnorm, or check that batch's images."
+        )
+
 
 class HistoryFiles(keras.callbacks.Callback):
     """`history.csv` (every logged value), plus `train_losses.csv` and `train_metrics.csv`
@@ -80,6 +119,16 @@ class HistoryFiles(keras.callbacks.Callback):
         save_curves(plots / "loss.png", self.history, ["loss", "val_loss"], "loss")
         shown = [m for name in self.metric_names for m in (name, f"val_{name}")]
         save_curves(plots / "metrics.png", self.history, shown, "metrics")
+
+    def load(self, epochs: int) -> None:
+        """Takes up the first `epochs` rows of an existing `history.csv` (to resume a run)."""
+        path = self.run_dir / "history.csv"
+        if not path.is_file():
+            return
+        with path.open() as f:
+            rows = list(csv.DictReader(f))[:epochs]
+        self.history = {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
+        self.history.pop("epoch", None)
 
     def _write(self, name: str, keys: list[str]) -> None:
         epochs = len(next(iter(self.history.values())))

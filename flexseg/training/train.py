@@ -11,26 +11,26 @@ import keras
 import numpy as np
 
 from flexseg import backend
-from flexseg.config import instantiate, save_config
-from flexseg.data.build import build_datasets
+from flexseg.config import save_config
 from flexseg.data.dataset import SegmentationDataset
-from flexseg.data.sources import find_samples
 from flexseg.errors import ConfigError
 from flexseg.losses import build_loss
 from flexseg.metrics import segmentation_metrics
-from flexseg.models import forward_flops
-from flexseg.runs import CHECKPOINTS, CONFIG_FILE, check_fresh, new_run_dir
+from flexseg.runs import CHECKPOINTS, CONFIG_FILE, check_fresh, check_same_config, new_run_dir
 from flexseg.training.callbacks import (
     Checkpoints,
     EpochPreview,
     EpochSchedule,
     HistoryFiles,
+    StopOnNonFinite,
     TimeLimit,
 )
+from flexseg.training.resume import ResumeState, StopOnSignal, read_resume_state, restore_model
 
 log = logging.getLogger("flexseg")
 SCHEDULES = ("constant", "cosine", "step")
 OPTIMIZERS = ("adam", "adamw")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def build_optimizer(trainer: dict) -> keras.optimizers.Optimizer:
@@ -59,22 +59,41 @@ def resolve_jit_compile(setting) -> bool | str:
     return backend.has_gpu() and backend.name() == "tensorflow"
 
 
+def check_trainer(trainer: dict) -> None:
+    """Refuses trainer settings that compose but cannot work together."""
+    schedule = trainer.get("schedule", "constant")
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"trainer.schedule must be one of {SCHEDULES}. Received: {schedule!r}")
+    if schedule != "constant" and trainer["reduce_lr"]["enabled"]:
+        raise ConfigError(
+            f"trainer.schedule={schedule} sets the learning rate every epoch; set "
+            "trainer.reduce_lr.enabled=false to use it (both cannot steer the rate)."
+        )
+    if trainer.get("select_checkpoint", "best") not in ("best", "last"):
+        raise ConfigError(
+            "trainer.select_checkpoint must be best or last. Received: "
+            f"{trainer['select_checkpoint']!r}"
+        )
+    precision = trainer.get("precision", "float32")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision must be one of {PRECISIONS}. Received: {precision!r}")
+    fraction = trainer.get("foreground_fraction")
+    if fraction is not None and not 0 < fraction <= 1:
+        raise ConfigError(
+            f"trainer.foreground_fraction must be in (0, 1] or null. Received: {fraction}"
+        )
+
+
 def build_callbacks(cfg: dict, run_dir: Path, datasets: dict) -> list:
     """The callbacks a trainer config asks for."""
     trainer = cfg["trainer"]
+    check_trainer(trainer)
     monitor = trainer["monitor"] if "valid" in datasets else trainer["monitor"].removeprefix("val_")
     mode = "min" if monitor.endswith("loss") else "max"
-    callbacks = [Checkpoints(run_dir / CHECKPOINTS, monitor, mode)]
+    callbacks = [Checkpoints(run_dir / CHECKPOINTS, monitor, mode), StopOnNonFinite(run_dir)]
     schedule = trainer.get("schedule", "constant")
     reduce = trainer["reduce_lr"]
-    if schedule not in SCHEDULES:
-        raise ConfigError(f"trainer.schedule must be one of {SCHEDULES}. Received: {schedule!r}")
     if schedule != "constant":
-        if reduce["enabled"]:
-            raise ConfigError(
-                f"trainer.schedule={schedule} sets the learning rate every epoch; set "
-                "trainer.reduce_lr.enabled=false to use it (both cannot steer the rate)."
-            )
         callbacks.append(
             EpochSchedule(
                 trainer["learning_rate"],
@@ -143,17 +162,36 @@ def train(cfg: dict) -> dict:
     >>> from flexseg.config import load_config
     >>> summary = train(load_config(["trainer.epochs=2"]))
     """
-    run_dir = Path(cfg.get("_run_dir_") or new_run_dir(cfg))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_fresh(run_dir)
-    clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
-    save_config(clean, run_dir / CONFIG_FILE)
-    keras.utils.set_random_seed(cfg.get("seed", 0))
+    previous = keras.mixed_precision.global_policy()
+    precision = cfg["trainer"].get("precision", "float32")
+    keras.mixed_precision.set_global_policy(precision if precision in PRECISIONS else "float32")
+    try:
+        return _train(cfg)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
-    splits = find_samples(cfg["dataset"], cfg.get("seed", 0))
-    datasets = build_datasets(cfg, splits)
+
+def _train(cfg: dict) -> dict:
+    from flexseg.preflight import check
+
+    run_dir = Path(cfg.get("_run_dir_") or new_run_dir(cfg))
+    clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    restored = None
+    if cfg["trainer"].get("resume", "never") == "auto":
+        restored = read_resume_state(run_dir / CHECKPOINTS)
+    if restored is None:
+        check_fresh(run_dir)
+    else:
+        check_same_config(run_dir, clean)
+    keras.utils.set_random_seed(cfg.get("seed", 0))
+    plan = check({**cfg, "_run_dir_": str(run_dir)})  # every problem, before any compute
+    log.info("plan:\n%s", plan.describe())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if restored is None:
+        save_config(clean, run_dir / CONFIG_FILE)
+
     trainer = cfg["trainer"]
-    model = instantiate(cfg["model"])
+    model, datasets = plan.model, plan.datasets
     from_logits = cfg["model"].get("output") == "logits"
     model.compile(
         optimizer=build_optimizer(trainer),
@@ -162,21 +200,24 @@ def train(cfg: dict) -> dict:
         jit_compile=resolve_jit_compile(trainer.get("jit_compile", "auto")),
     )
     callbacks = build_callbacks(cfg, run_dir, datasets)
-    counts = {k: len(v) for k, v in splits.items()}
-    log.info(
-        "backend=%s devices=%s params=%s gflops_per_image=%.2f samples=%s run_dir=%s",
-        backend.name(),
-        backend.devices(),
-        f"{model.count_params():,}",
-        forward_flops(model) / 1e9,
-        counts,
-        run_dir,
-    )
+    history_files = next(c for c in callbacks if isinstance(c, HistoryFiles))
+    initial_epoch = 0
+    if restored is not None:
+        meta, arrays = restored
+        restore_model(model, arrays)
+        initial_epoch = meta["epoch"]
+        datasets["train"].epoch = initial_epoch  # batch order and augmentation go on from there
+        history_files.load(initial_epoch)
+        log.info("resuming %s after epoch %d of %d", run_dir, initial_epoch, trainer["epochs"])
+    callbacks.append(StopOnSignal(run_dir))
+    callbacks.append(ResumeState(run_dir / CHECKPOINTS, list(callbacks), restored and restored[0]))
+    counts = {k: len(v) for k, v in plan.splits.items()}
     start = time.monotonic()
-    history = model.fit(
+    model.fit(
         datasets["train"],
         validation_data=datasets.get("valid"),
         epochs=trainer["epochs"],
+        initial_epoch=initial_epoch,
         steps_per_epoch=trainer.get("steps_per_epoch"),
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles itself, the same on every backend
@@ -187,13 +228,14 @@ def train(cfg: dict) -> dict:
     summary = {
         "run_dir": str(run_dir),
         "backend": backend.name(),
-        "epochs_run": len(history.history.get("loss", [])),
+        "epochs_run": len(history_files.history.get("loss", [])),
         "best_epoch": checkpoints.best_epoch,
         "monitor": checkpoints.monitor,
         "best_value": checkpoints.sign * checkpoints.best if checkpoints.best_epoch else None,
         "train_seconds": round(seconds, 1),
         "samples": counts,
         "params": model.count_params(),
+        "precision": model.dtype_policy.name,
     }
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -40,6 +40,35 @@ def test_resize_keeps_masks_binary(samples):
 EXPECTED_ORDER = {0: [4, 6, 2, 7, 3, 5, 9, 0, 8, 1], 1: [5, 1, 6, 3, 4, 8, 9, 7, 2, 0]}
 
 
+def test_drop_remainder_serves_only_full_batches(samples):
+    ds = SegmentationDataset(samples["train"], 2, 4, ReadSpec(size_multiple=4), drop_remainder=True)
+    assert len(ds) == 2 and all(ds[i][0].shape[0] == 4 for i in range(2))
+    with pytest.raises(DataError, match="no full batch of 16; lower trainer.batch_size"):
+        SegmentationDataset(samples["train"], 2, 16, ReadSpec(), drop_remainder=True)
+
+
+def test_foreground_fraction_oversamples_slices_with_foreground(samples):
+    # Empty the masks of 8 of the 10 training slices: 2 with foreground, 8 empty.
+    for sample in samples["train"][2:]:
+        write_png(sample.mask, np.zeros((30, 28), np.uint8))
+    ds = SegmentationDataset(
+        samples["train"], 2, 2, ReadSpec(size_multiple=4), shuffle=True, foreground_fraction=0.5
+    )
+    assert ds.epoch_size == 4 and len(ds) == 2
+    orders = [ds.order(epoch) for epoch in range(3)]
+    for order in orders:
+        assert len(order) == len(set(order.tolist())) == 4
+        assert {0, 1} <= set(order.tolist())  # every slice with foreground, every epoch
+    assert len({tuple(sorted(o.tolist())) for o in orders}) > 1  # fresh empty slices
+    plain = SegmentationDataset(samples["train"], 2, 2, ReadSpec(), foreground_fraction=0.5)
+    assert plain.epoch_size == 10  # only a shuffling (training) set is resampled
+    for fraction in (0.0, 1.5):
+        with pytest.raises(DataError, match="foreground_fraction must be in"):
+            SegmentationDataset(
+                samples["train"], 2, 2, ReadSpec(), shuffle=True, foreground_fraction=fraction
+            )
+
+
 def test_seeded_shuffle_is_the_same_on_every_backend(samples):
     ds = SegmentationDataset(samples["train"], 2, 4, ReadSpec(size_multiple=4), shuffle=True)
     assert {e: ds.order(e).tolist() for e in (0, 1)} == EXPECTED_ORDER

@@ -1,0 +1,383 @@
+"""Training and inference speed of FlexUNet on every backend, beside hand-written PyTorch.
+
+    python scripts/benchmark.py                                   # small and medium, all
+    python scripts/benchmark.py --presets small --backends tensorflow pytorch-baseline
+    python scripts/benchmark.py --presets reference --precision mixed_bfloat16   # on a GPU
+
+Each (preset, backend) runs in its own process: training images/s (after warm-up, the median
+of `--repeats` windows of `--steps` steps on batches of `--batch-size`), inference images/s,
+peak resident memory (and peak device memory on a GPU), forward FLOPs per image and the
+achieved FLOP/s (forward + backward taken as 3x forward). `pytorch-baseline` is the same
+network written by hand in PyTorch (`benchmarks/pytorch_flexunet.py`), timed as eager,
+channels-last and `torch.compile`; the fastest variant is its record. The loader's images/s
+with `augment=light` is measured once per preset. Writes `benchmarks/results.json` (a list of
+records) and `benchmarks/results.md`, with the machine, versions and settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = {
+    "small": {"size": 128, "base_filters": 16, "base_kernels": 3, "num_layers": 5},
+    "medium": {"size": 256, "base_filters": 16, "base_kernels": 9, "num_layers": 6},
+    "reference": {"size": 512, "base_filters": 16, "base_kernels": 9, "num_layers": 8},
+}
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
+BACKENDS = (*KERAS_BACKENDS, "pytorch-baseline")
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def batch(preset: dict, batch_size: int, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    size = preset["size"]
+    x = rng.standard_normal((batch_size, size, size, 3)).astype("float32")
+    labels = (rng.random((batch_size, size, size)) > 0.9).astype("int64")
+    return x, labels
+
+
+def timed_windows(step, images_per_step: int, steps: int, repeats: int, warmup: int) -> float:
+    """Median images/s over `repeats` windows of `steps` calls, after `warmup` calls."""
+    for _ in range(warmup):
+        step()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(steps * images_per_step / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def keras_worker(preset_name: str, args) -> list[dict]:
+    import keras
+    import numpy as np
+
+    from flexseg import backend
+    from flexseg.losses import build_loss
+    from flexseg.metrics import segmentation_metrics
+    from flexseg.models import FlexUNet, forward_flops
+    from flexseg.training.train import resolve_jit_compile
+
+    preset = PRESETS[preset_name]
+    keras.mixed_precision.set_global_policy(args.precision)
+    start = time.perf_counter()
+    model = FlexUNet(
+        input_shape=(preset["size"], preset["size"], 3),
+        num_classes=2,
+        base_filters=preset["base_filters"],
+        base_kernels=preset["base_kernels"],
+        num_layers=preset["num_layers"],
+    )
+    jit = resolve_jit_compile(args.jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=build_loss({"name": "ce_dice"}, 2),
+        metrics=segmentation_metrics(2),
+        jit_compile=jit,
+    )
+    x, labels = batch(preset, args.batch_size)
+    y = np.eye(2, dtype="float32")[labels]
+    model.train_on_batch(x, y)
+    first_step_s = time.perf_counter() - start
+    train = timed_windows(
+        lambda: model.train_on_batch(x, y), len(x), args.steps, args.repeats, args.warmup
+    )
+    infer = timed_windows(
+        lambda: keras.ops.convert_to_numpy(model.predict_on_batch(x)),
+        len(x),
+        args.steps,
+        args.repeats,
+        args.warmup,
+    )
+    flops = forward_flops(model)
+    return [
+        {
+            "backend": backend.name(),
+            "variant": f"keras jit_compile={jit}",
+            "device": device_name(),
+            "params": model.count_params(),
+            "train_img_s": round(train, 2),
+            "infer_img_s": round(infer, 2),
+            "first_step_s": round(first_step_s, 1),
+            "gflops_per_image": round(flops / 1e9, 3),
+            "achieved_gflop_s": round(3 * flops * train / 1e9, 1),
+            "peak_rss_mb": peak_rss_mb(),
+            "peak_device_mb": peak_device_mb(),
+        }
+    ]
+
+
+def torch_worker(preset_name: str, args) -> list[dict]:
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.pytorch_flexunet import TorchFlexUNet, ce_dice_loss
+
+    preset = PRESETS[preset_name]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x_np, labels_np = batch(preset, args.batch_size)
+    autocast = args.precision != "float32"
+    dtype = torch.bfloat16 if args.precision == "mixed_bfloat16" else torch.float16
+    records = []
+    for variant in args.torch_variants:
+        torch.manual_seed(0)
+        model = TorchFlexUNet(
+            3, 2, preset["base_filters"], preset["base_kernels"], preset["num_layers"]
+        ).to(device)
+        x = torch.from_numpy(x_np).permute(0, 3, 1, 2).contiguous().to(device)
+        target = torch.from_numpy(labels_np).to(device)
+        if variant in ("channels_last", "compile"):
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        net = torch.compile(model) if variant == "compile" else model
+        optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+
+        def train_step(net=net, optimizer=optimizer, x=x, target=target):
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device, dtype=dtype, enabled=autocast):
+                loss = ce_dice_loss(net(x).float(), target)
+            loss.backward()
+            optimizer.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        def infer_step(net=net, x=x):
+            with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=autocast):
+                net(x).softmax(1).cpu()
+
+        start = time.perf_counter()
+        net.train()
+        train_step()
+        first_step_s = time.perf_counter() - start
+        train = timed_windows(train_step, len(x_np), args.steps, args.repeats, args.warmup)
+        net.eval()
+        infer = timed_windows(infer_step, len(x_np), args.steps, args.repeats, args.warmup)
+        records.append(
+            {
+                "backend": "pytorch",
+                "variant": variant,
+                "device": device_name(),
+                "params": sum(p.numel() for p in model.parameters()),
+                "train_img_s": round(train, 2),
+                "infer_img_s": round(infer, 2),
+                "first_step_s": round(first_step_s, 1),
+                "peak_rss_mb": peak_rss_mb(),
+                "peak_device_mb": peak_device_mb(),
+            }
+        )
+    return records
+
+
+def loader_worker(preset_name: str, args) -> list[dict]:
+    from flexseg.config import load_config
+    from flexseg.data.build import build_datasets
+    from flexseg.data.sources import find_samples
+
+    size = PRESETS[preset_name]["size"]
+    overrides = [
+        f"dataset.image_size=[{size},{size}]",
+        "dataset.size_policy=resize",
+        "dataset.channels=3",
+        "dataset.cache=false",
+        "augment=light",
+        f"trainer.batch_size={args.batch_size}",
+        *args.loader_overrides,
+    ]
+    cfg = load_config(overrides)
+    splits = find_samples(cfg["dataset"], cfg["seed"])
+    every = [s for samples in splits.values() for s in samples]
+    data = build_datasets(cfg, {"train": every})["train"]
+    data[0]
+    start = time.perf_counter()
+    images = sum(len(data[i][0]) for i in range(len(data)))
+    rate = images / (time.perf_counter() - start)
+    return [{"loader_img_s": round(rate, 1), "loader_images": images, "loader_data": overrides}]
+
+
+def device_name() -> str:
+    from flexseg import backend
+
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    devices = backend.devices()
+    if any("gpu" in d.lower() or "cuda" in d.lower() for d in devices):
+        return ", ".join(devices)
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def peak_device_mb() -> float | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    except ImportError:
+        pass
+    return None
+
+
+def run_worker(kind: str, preset: str, backend: str, args) -> list[dict]:
+    """Runs one measurement in a fresh process with its own KERAS_BACKEND."""
+    env = {**os.environ, "KERAS_BACKEND": backend if backend in KERAS_BACKENDS else "torch"}
+    command = [sys.executable, __file__, "--worker", kind, "--presets", preset, *args.passthrough]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
+        print(f"  {kind} {preset} {backend} failed:\n{tail}", file=sys.stderr)
+        return []
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict:
+    import importlib.metadata as md
+
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]  # fmt: skip
+        cpu = names[0] if names else cpu
+    versions = {}
+    for package in ("keras", "tensorflow-cpu", "tensorflow", "jax", "torch", "numpy"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            versions[package] = md.version(package)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def markdown(records: list[dict], info: dict) -> str:
+    lines = [
+        f"Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores; "
+        + ", ".join(f"{k} {v}" for k, v in info["machine"]["versions"].items()),
+        f"Settings: batch {info['settings']['batch_size']}, precision "
+        f"{info['settings']['precision']}, median of {info['settings']['repeats']} windows of "
+        f"{info['settings']['steps']} steps; {info['machine']['date']}.",
+        "",
+        "| preset | backend | variant | device | train img/s | vs best PyTorch | infer img/s "
+        "| peak RSS MB | GFLOP/s achieved | loader img/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        baseline = next(
+            (
+                b
+                for b in records
+                if b["preset"] == r["preset"] and b["backend"] == "pytorch-baseline"
+            ),
+            None,
+        )
+        ratio = f"{r['train_img_s'] / baseline['train_img_s']:.2f}" if baseline else ""
+        lines.append(
+            f"| {r['preset']} | {r['backend']} | {r.get('variant', '')} | {r['device']} | "
+            f"{r['train_img_s']} | {ratio} | {r['infer_img_s']} | {r['peak_rss_mb']} | "
+            f"{r.get('achieved_gflop_s', '')} | {r.get('loader_img_s', '')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["small", "medium"], choices=PRESETS)
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=8, help="steps per timed window")
+    parser.add_argument("--repeats", type=int, default=3, help="timed windows (median)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--precision", default="float32",
+                        choices=["float32", "mixed_float16", "mixed_bfloat16"])  # fmt: skip
+    parser.add_argument("--jit-compile", default="auto", help="trainer.jit_compile for Keras")
+    parser.add_argument(
+        "--torch-variants", nargs="+", default=["eager", "channels_last", "compile"]
+    )
+    parser.add_argument(
+        "--loader-overrides", nargs="*", default=[], help="config overrides of the loader's data"
+    )
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.json"))
+    parser.add_argument("--worker", choices=["keras", "torch", "loader"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.jit_compile in ("true", "false"):
+        args.jit_compile = args.jit_compile == "true"
+
+    if args.worker:
+        worker = {"keras": keras_worker, "torch": torch_worker, "loader": loader_worker}
+        print(json.dumps(worker[args.worker](args.presets[0], args)))
+        return
+
+    args.passthrough = [
+        "--batch-size", str(args.batch_size), "--steps", str(args.steps),
+        "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+        "--precision", args.precision, "--jit-compile", str(args.jit_compile).lower(),
+        "--torch-variants", *args.torch_variants, "--loader-overrides", *args.loader_overrides,
+    ]  # fmt: skip
+    records = []
+    for preset in args.presets:
+        loader = run_worker("loader", preset, "tensorflow", args) or [{}]
+        for backend in args.backends:
+            kind = "torch" if backend == "pytorch-baseline" else "keras"
+            found = run_worker(kind, preset, backend, args)
+            if kind == "torch" and found:
+                for r in found:
+                    r["backend"] = f"pytorch-{r['variant']}"
+                best = max(found, key=lambda r: r["train_img_s"])
+                found.append({**best, "backend": "pytorch-baseline"})
+            for r in found:
+                r.update(preset=preset, batch_size=args.batch_size, precision=args.precision)
+                r.update(loader[0])
+                records.append(r)
+                print(
+                    f"{preset:<9} {r['backend']:<22} train {r['train_img_s']:>7} img/s   "
+                    f"infer {r['infer_img_s']:>7} img/s   peak RSS {r['peak_rss_mb']} MB",
+                    flush=True,
+                )
+    info = {
+        "machine": machine(),
+        "settings": {
+            k: getattr(args, k)
+            for k in ("batch_size", "steps", "repeats", "warmup", "precision", "jit_compile")
+        },  # fmt: skip
+    }
+    for r in records:  # the baseline runs the same network: the same FLOPs
+        keras_record = next(
+            (k for k in records if k["preset"] == r["preset"] and "gflops_per_image" in k), None
+        )
+        if keras_record and "gflops_per_image" not in r:
+            r["gflops_per_image"] = keras_record["gflops_per_image"]
+            r["achieved_gflop_s"] = round(3 * r["gflops_per_image"] * r["train_img_s"], 1)
+        r.update(info)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(records, indent=2))
+    output.with_suffix(".md").write_text(markdown(records, info))
+    print(f"wrote {output} and {output.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""Every bad input gets one clear error that names the file or the key, before compute is spent.
+
+Each case breaks a tiny valid dataset or config in one way and checks that the message names
+exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from flexseg.config import load_config
+from flexseg.errors import ConfigError, DataError, TrainingError
+from flexseg.inference import infer
+from flexseg.preflight import PreflightError, check
+from flexseg.runs import load_run
+from flexseg.training import train
+from flexseg.training.callbacks import atomic_save
+from tests.helpers import make_flat_dataset, write_png
+
+BASE = [
+    "model.base_filters=4",
+    "model.num_layers=3",
+    "dataset.image_size=[32,32]",
+    "dataset.normalize=zscore",
+    "dataset.cache=false",
+    "dataset.split.groups={train:[p01,p02],test:[p03]}",
+    "dataset.split.holdout_fraction=0.0",
+    "trainer.epochs=1",
+    "trainer.batch_size=2",
+    "trainer.preview_images=0",
+    "trainer.verbose=0",
+    "augment=none",
+]
+RGB_MAP = (
+    "dataset.rgb_map=[{name:background,color:[0,0,0],id:0},{name:lesion,color:[255,255,255],id:1}]"
+)
+
+
+def remove(relative):
+    def apply(root):
+        target = root / relative
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+    return apply
+
+
+def empty_folder(relative):
+    def apply(root):
+        for path in (root / relative).iterdir():
+            path.unlink()
+
+    return apply
+
+
+def write(relative, data):
+    def apply(root):
+        path = root / relative
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            write_png(path, data)
+
+    return apply
+
+
+def truncate(relative):
+    def apply(root):
+        path = root / relative
+        path.write_bytes(path.read_bytes()[:60])
+
+    return apply
+
+
+def larger(stem):
+    def apply(root):
+        for folder in ("images", "masks"):
+            write_png(root / folder / f"{stem}.png", np.zeros((40, 40), np.uint8))
+
+    return apply
+
+
+GREEN = np.zeros((30, 28, 3), np.uint8)
+GREEN[:4, :4] = [0, 255, 0]
+
+# (case, change to the dataset, config overrides, text the one error must contain)
+CASES = [
+    ("missing image folder", remove("images"), [], ["images does not exist"]),
+    ("empty mask folder", empty_folder("masks"), [], ["masks holds no images"]),
+    ("image without mask", remove("masks/p01_z001.png"), [], ["p01_z001.png"]),
+    ("mask without image", remove("images/p02_z000.png"), [], ["p02_z000.png"]),
+    ("truncated image", truncate("images/p01_z002.png"), [], ["p01_z002.png", "truncated"]),
+    ("empty image file", write("images/p02_z002.png", b""), [], ["p02_z002.png", "empty"]),
+    ("truncated mask", truncate("masks/p03_z000.png"), [], ["p03_z000.png"]),
+    ("non-image file", write("images/notes.txt", b"x"), [], ["notes.txt"]),
+    ("unknown mask colour", write("masks/p02_z001.png", GREEN), [RGB_MAP],
+     ["p02_z001.png", "[0, 255, 0]", "dataset.rgb_map"]),
+    ("class id beyond num_classes", write("masks/p01_z000.png", np.full((30, 28), 7, np.uint8)),
+     ["dataset.rgb_map=null"], ["p01_z000.png", "values [7]", "dataset.num_classes"]),
+    ("image and mask sizes differ", write("masks/p03_z001.png", np.zeros((20, 20), np.uint8)),
+     [], ["p03_z001.png", "28x30", "20x20"]),
+    ("image larger than the padded size", larger("p02_z003"), [],
+     ["p02_z003.png", "dataset.image_size"]),
+    ("model and dataset channels differ", None, ["model.input_shape=[32,32,3]"],
+     ["model.input_shape", "dataset.channels=1"]),
+    ("num_classes disagrees with rgb_map", None, [RGB_MAP, "dataset.num_classes=3"],
+     ["dataset.num_classes=3", "dataset.rgb_map has 2 classes"]),
+    ("size not divisible, no padding to it", None, ["dataset.image_size=[30,30]"],
+     ["multiple of 4", "dataset.image_size"]),
+    ("a split left empty", None,
+     ["dataset.split.groups=null", "++dataset.split.fractions={train:0.8,valid:0.1,test:0.1}"],
+     ["dataset.split.fractions.test"]),
+    ("no training images", None, ["dataset.split.groups={train:[],test:[p03]}"],
+     ["no training images", "dataset.split"]),
+    ("group regex matches nothing", None, ["dataset.group_regex='^(q\\d+)_'"],
+     ["dataset.group_regex", "p01_z000"]),
+    ("dataset root missing", remove("."), [], ["dataset.root"]),
+    ("schedule and plateau reducer", None, ["trainer.schedule=cosine"],
+     ["trainer.reduce_lr.enabled=false"]),
+    ("unknown checkpoint choice", None, ["trainer.select_checkpoint=final"],
+     ["trainer.select_checkpoint"]),
+    ("foreground fraction out of range", None, ["trainer.foreground_fraction=1.5"],
+     ["trainer.foreground_fraction"]),
+    ("wrong loss class weights", None, ["loss.class_weights=[1.0]"], ["loss.class_weights"]),
+]  # fmt: skip
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    root = tmp_path / "data"
+    make_flat_dataset(root, slices=4, size=(30, 28))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("change", "overrides", "expected"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_the_check_names_what_is_wrong(dataset, change, overrides, expected):
+    if change is not None:
+        change(dataset)
+    with pytest.raises((PreflightError, ConfigError, DataError)) as info:
+        check(load_config([f"dataset.root={dataset}", *BASE, *overrides]))
+    for text in expected:
+        assert text in str(info.value)
+
+
+def test_every_bad_file_is_listed_in_one_report(dataset):
+    truncate("images/p01_z002.png")(dataset)
+    write("masks/p03_z001.png", np.zeros((20, 20), np.uint8))(dataset)
+    with pytest.raises(PreflightError) as info:
+        check(load_config([f"dataset.root={dataset}", *BASE]))
+    assert "found 2 problem(s)" in str(info.value)
+    assert "p01_z002.png" in str(info.value) and "p03_z001.png" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("trainer.epoch=3", "trainer.epoch"), ("trainer.epochs=many", "trainer.epochs")],
+    ids=["unknown key", "wrong type"],
+)
+def test_config_errors_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config([override])
+
+
+def test_a_clean_config_passes_and_plans(dataset):
+    plan = check(load_config([f"dataset.root={dataset}", *BASE]))
+    text = plan.describe()
+    assert "train       8 images of 2 groups" in text
+    assert "test        4 images of 1 groups" in text
+    assert f"{plan.model.count_params():,} parameters" in text
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One epoch of training that goes well, then an epoch whose loss becomes NaN."""
+    root = tmp_path_factory.mktemp("data")
+    make_flat_dataset(root, slices=4, size=(30, 28))
+    run_dir = tmp_path_factory.mktemp("run")
+    overrides = [
+        "trainer.epochs=3",
+        "trainer.schedule=step",
+        "trainer.step_epochs=1",
+        "trainer.step_gamma=1e30",
+        "trainer.reduce_lr.enabled=false",
+        "trainer.early_stopping.enabled=false",
+    ]
+    cfg = load_config([f"dataset.root={root}", *BASE, *overrides])
+    cfg["_run_dir_"] = str(run_dir)
+    with pytest.raises(TrainingError) as info:
+        train(cfg)
+    return root, run_dir, str(info.value)
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(run):
+    _, run_dir, message = run
+    assert "the training loss became" in message and "at epoch 2, batch" in message
+    assert f"{run_dir / 'checkpoints' / 'last.keras'} (epoch 1)" in message
+    _, model, _ = load_run(run_dir, "last")
+    for weight in model.weights:
+        assert np.isfinite(keras.ops.convert_to_numpy(weight)).all()
+
+
+def test_an_input_folder_without_images(run, tmp_path):
+    _, run_dir, _ = run
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=f"{tmp_path / 'empty'} holds no images"):
+        infer({"run_dir": str(run_dir), "input": str(tmp_path / "empty")})
+
+
+def test_an_unreadable_inference_input(run, tmp_path):
+    root, run_dir, _ = run
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    good = root / "images" / "p03_z000.png"
+    with pytest.raises(PreflightError, match="broken.png"):
+        infer({"run_dir": str(run_dir), "input": [str(good), str(tmp_path / "broken.png")]})
+    assert not (run_dir / "predictions").exists()  # nothing was predicted
+
+
+def test_a_corrupt_checkpoint(run, tmp_path):
+    _, run_dir, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "checkpoints" / "last.keras").write_bytes(b"PK\x03\x04 half a zip")
+    with pytest.raises(DataError, match=f"cannot load checkpoint {copy / 'checkpoints'}"):
+        load_run(copy, "last")
+
+
+def test_a_checkpoint_of_another_model(run, tmp_path):
+    _, run_dir, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    other = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(5, 1)])
+    other.save(copy / "checkpoints" / "last.keras")
+    with pytest.raises(DataError, match="last.keras is not this run's model"):
+        load_run(copy, "last")
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_intact(run, tmp_path, monkeypatch):
+    _, run_dir, _ = run
+    _, model, _ = load_run(run_dir, "last")
+    path = atomic_save(model, tmp_path / "last.keras")
+    before = path.read_bytes()
+
+    def disk_full(target, *args, **kwargs):
+        with open(target, "wb") as f:
+            f.write(before[: len(before) // 2])  # half a file, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(model, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_save(model, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.keras"]  # no half-written file left
+    keras.saving.load_model(path, compile=False)

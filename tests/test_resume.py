@@ -1,0 +1,137 @@
+"""Preemption: a killed or signalled training resumes and finishes its planned epochs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from flexseg.config import EXIT_INTERRUPTED, load_config
+from flexseg.errors import ConfigError
+from flexseg.training import train
+from flexseg.training.resume import read_resume_state
+from tests.helpers import make_flat_dataset
+
+EPOCHS = 5
+TINY = [
+    "model.base_filters=4",
+    "model.num_layers=3",
+    "dataset.image_size=[32,32]",
+    "dataset.normalize=zscore",
+    "dataset.split.groups={train:[p01,p02],valid:[p03],test:[]}",
+    "dataset.split.holdout_fraction=0.0",
+    f"trainer.epochs={EPOCHS}",
+    "trainer.batch_size=2",
+    "trainer.preview_images=0",
+    "trainer.verbose=0",
+    "trainer.reduce_lr.patience=1",
+    "trainer.early_stopping.patience=50",
+    "augment=strong",
+]
+
+
+def start(data, run_dir, *extra) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flexseg.train", f"dataset.root={data}", *TINY, *extra,
+         f"hydra.run.dir={run_dir}"],
+        env={**os.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def wait_for_epochs(run_dir, epochs: int, process: subprocess.Popen) -> int:
+    """Waits until the run has a resume state of at least `epochs` epochs; returns its epoch."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        try:
+            state = read_resume_state(run_dir / "checkpoints")
+        except (OSError, ValueError, EOFError):
+            state = None  # caught between a write and its rename
+        if state is not None and state[0]["epoch"] >= epochs:
+            return state[0]["epoch"]
+        time.sleep(0.05)
+    raise AssertionError("training made no progress")
+
+
+def history_epochs(run_dir) -> list[int]:
+    with (run_dir / "history.csv").open() as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+@pytest.fixture
+def data(tmp_path):
+    make_flat_dataset(tmp_path / "data", slices=24, size=(32, 32))
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_stopped_run_resumes_and_finishes_its_epochs(data, tmp_path, how):
+    run_dir = tmp_path / "run"
+    process = start(data, run_dir)
+    saved = wait_for_epochs(run_dir, 1, process)
+    process.send_signal(getattr(signal, how))
+    _, stderr = process.communicate(timeout=120)
+    if how == "SIGTERM":  # a clean stop at the next batch boundary that says how to go on
+        assert process.returncode == EXIT_INTERRUPTED, stderr[-2000:]
+        assert "SIGTERM received: training stopped at epoch" in stderr
+        assert "trainer.resume=auto" in stderr
+    else:
+        assert process.returncode == -signal.SIGKILL
+    state, _ = read_resume_state(run_dir / "checkpoints")
+    assert state["epoch"] >= saved  # at most the epoch in progress was lost
+    assert state["epoch"] < EPOCHS
+
+    resumed = start(data, run_dir, "trainer.resume=auto")
+    stdout, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr[-2000:]
+    assert f"resuming {run_dir} after epoch {state['epoch']} of {EPOCHS}" in stdout + stderr
+    assert history_epochs(run_dir) == list(range(1, EPOCHS + 1))
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["epochs_run"] == EPOCHS
+
+
+def test_resume_restores_the_optimizer_and_the_callbacks(data, tmp_path):
+    """A run resumed after epoch 2 ends exactly where the uninterrupted run ends."""
+    base = [f"dataset.root={data}", *TINY, "augment=none", "trainer.epochs=3"]
+    whole = load_config(base)
+    whole["_run_dir_"] = str(tmp_path / "whole")
+    train(whole)
+    part = load_config([*base[:-1], "trainer.epochs=2"])
+    part["_run_dir_"] = str(tmp_path / "part")
+    train(part)
+    # Continue the 2-epoch run to 3 epochs: only the planned epochs differ.
+    (tmp_path / "part" / "config.yaml").write_text((tmp_path / "whole" / "config.yaml").read_text())
+    rest = load_config([*base, "trainer.resume=auto"])
+    rest["_run_dir_"] = str(tmp_path / "part")
+    train(rest)
+    a = read_resume_state(tmp_path / "whole" / "checkpoints")
+    b = read_resume_state(tmp_path / "part" / "checkpoints")
+    assert a[0]["epoch"] == b[0]["epoch"] == 3
+    assert a[0]["callbacks"].keys() == b[0]["callbacks"].keys()
+    for key, state in a[0]["callbacks"].items():  # best score, reducer and early stopping state
+        assert state == pytest.approx(b[0]["callbacks"][key]), key
+    for key in a[1]:
+        np.testing.assert_allclose(a[1][key], b[1][key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_resuming_with_other_settings_is_refused(data, tmp_path):
+    cfg = load_config([f"dataset.root={data}", *TINY, "trainer.epochs=1"])
+    cfg["_run_dir_"] = str(tmp_path / "run")
+    train(cfg)
+    changed = load_config(
+        [f"dataset.root={data}", *TINY, "trainer.epochs=1", "trainer.learning_rate=0.1",
+         "trainer.resume=auto"]
+    )  # fmt: skip
+    changed["_run_dir_"] = str(tmp_path / "run")
+    with pytest.raises(ConfigError, match="trainer.learning_rate"):
+        train(changed)
