@@ -50,3 +50,27 @@ def devices() -> list[str]:
 def has_gpu() -> bool:
     """Whether the active backend computes on a GPU."""
     return any("GPU" in d.upper() or "CUDA" in d.upper() for d in devices())
+
+
+def cpu_has_bf16_matrix_units() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX or AVX-512 BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:  # not Linux: no cheap way to know, so assume not
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def auto_precision() -> str:
+    """The precision `trainer.precision=auto` picks, as measured (docs/performance.md).
+
+    GPUs: mixed_float16 (tensor cores, with loss scaling). CPUs with bfloat16 matrix units:
+    mixed_bfloat16 on TensorFlow and torch (1.7-2x faster FlexUNet training than float32);
+    JAX's CPU convolutions gain nothing from it. Everything else: float32.
+    """
+    if has_gpu():
+        return "mixed_float16"
+    if name() in ("tensorflow", "torch") and cpu_has_bf16_matrix_units():
+        return "mixed_bfloat16"
+    return "float32"

@@ -141,7 +141,8 @@ class TrainerConfig:
     workers: int = 1
     use_multiprocessing: bool = False
     jit_compile: Any = "auto"
-    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16 (head and loss float32)
+    # float32 | mixed_float16 | mixed_bfloat16 | auto (measured per device: backend.auto_precision)
+    precision: str = "float32"
     verbose: int = 1
     max_minutes: float | None = None  # stop after the epoch that passes this wall time
     resume: str = "never"  # never | auto: continue the run folder from its last finished epoch

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from flexseg import backend
 from flexseg.config import load_config
 from flexseg.errors import ConfigError
 from flexseg.models import FlexUNet
@@ -64,3 +65,14 @@ def test_the_body_computes_in_bfloat16_and_the_head_in_float32():
 def test_an_unknown_precision_is_refused():
     with pytest.raises(ConfigError, match="trainer.precision must be one of"):
         check_trainer(load_config(["trainer.precision=float8"])["trainer"])
+
+
+def test_auto_precision_follows_the_measurements(monkeypatch):
+    monkeypatch.setattr(backend, "has_gpu", lambda: True)
+    assert backend.auto_precision() == "mixed_float16"
+    monkeypatch.setattr(backend, "has_gpu", lambda: False)
+    monkeypatch.setattr(backend, "cpu_has_bf16_matrix_units", lambda: False)
+    assert backend.auto_precision() == "float32"
+    monkeypatch.setattr(backend, "cpu_has_bf16_matrix_units", lambda: True)
+    expected = "float32" if backend.name() == "jax" else "mixed_bfloat16"
+    assert backend.auto_precision() == expected

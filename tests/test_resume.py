@@ -19,7 +19,7 @@ from flexseg.training import train
 from flexseg.training.resume import read_resume_state
 from tests.helpers import make_flat_dataset
 
-EPOCHS = 5
+EPOCHS = 4
 TINY = [
     "model.base_filters=4",
     "model.num_layers=3",
@@ -70,7 +70,7 @@ def history_epochs(run_dir) -> list[int]:
 
 @pytest.fixture
 def data(tmp_path):
-    make_flat_dataset(tmp_path / "data", slices=24, size=(32, 32))
+    make_flat_dataset(tmp_path / "data", slices=12, size=(32, 32))
     return tmp_path / "data"
 
 

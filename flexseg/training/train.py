@@ -30,7 +30,7 @@ from flexseg.training.resume import ResumeState, StopOnSignal, read_resume_state
 log = logging.getLogger("flexseg")
 SCHEDULES = ("constant", "cosine", "step")
 OPTIMIZERS = ("adam", "adamw")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 
 
 def build_optimizer(trainer: dict) -> keras.optimizers.Optimizer:
@@ -164,6 +164,8 @@ def train(cfg: dict) -> dict:
     """
     previous = keras.mixed_precision.global_policy()
     precision = cfg["trainer"].get("precision", "float32")
+    if precision == "auto":
+        precision = backend.auto_precision()
     keras.mixed_precision.set_global_policy(precision if precision in PRECISIONS else "float32")
     try:
         return _train(cfg)
