@@ -19,7 +19,7 @@ from flexseg.training import train
 from flexseg.training.resume import read_resume_state
 from tests.helpers import make_flat_dataset
 
-EPOCHS = 4
+EPOCHS = 10  # long enough that a signal sent after epoch 1 lands mid-run
 TINY = [
     "model.base_filters=4",
     "model.num_layers=3",
