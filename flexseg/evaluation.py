@@ -149,13 +149,11 @@ def evaluate(cfg: dict) -> dict:
     splits = find_samples(run_cfg["dataset"], run_cfg.get("seed", 0))
     if not splits.get(split):
         raise DataError(f"split {split!r} of dataset {run_cfg['dataset']['name']} has no images")
-    problems = scan_samples(
-        splits[split], run_cfg["dataset"], spec_of(run_cfg), colormap_of(run_cfg["dataset"])
-    )[1]
+    colormap = colormap_of(run_cfg["dataset"])
+    problems = scan_samples(splits[split], run_cfg["dataset"], spec_of(run_cfg), colormap)[1]
     if problems:
         raise PreflightError(problems)
-    datasets = build_datasets(run_cfg, splits, workers=1)
-    data = datasets[split]
+    data = build_datasets(run_cfg, splits, workers=1, only=split)[split]
     num_classes = run_cfg["dataset"]["num_classes"]
     from_logits = run_cfg["model"].get("output") == "logits"
     model.compile(loss=build_loss(run_cfg["loss"], num_classes, from_logits))
@@ -165,7 +163,7 @@ def evaluate(cfg: dict) -> dict:
         predictor,
         splits[split],
         num_classes,
-        colormap_of(run_cfg["dataset"]),
+        colormap,
         data.group_stats,
         run_cfg["dataset"].get("class_names"),
     )

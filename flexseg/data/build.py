@@ -49,6 +49,7 @@ def build_datasets(
     cfg: Mapping,
     splits: Mapping[str, list[Sample]] | None = None,
     workers: int | None = None,
+    only: str | None = None,
 ) -> dict[str, SegmentationDataset]:
     """Train, valid and test datasets of a config; only the training set is augmented.
 
@@ -56,9 +57,10 @@ def build_datasets(
         cfg: the whole config (`dataset`, `model`, `trainer`, `augment`, `seed`).
         splits: samples per split, found from the config when None.
         workers: loader workers; `trainer.workers` when None.
+        only: build just this split (intensity statistics still come from every split).
 
     Returns:
-        `{split: SegmentationDataset}` for each split that has samples.
+        `{split: SegmentationDataset}` for each split that has samples (or just `only`).
     """
     dataset, trainer = cfg["dataset"], cfg["trainer"]
     seed = cfg.get("seed", 0)
@@ -71,7 +73,7 @@ def build_datasets(
     workers = trainer.get("workers", 1) if workers is None else workers
     result = {}
     for split, samples in splits.items():
-        if not samples:
+        if not samples or only not in (None, split):
             continue
         result[split] = SegmentationDataset(
             samples,
