@@ -66,6 +66,17 @@ def write_png(path, array) -> None:
     Image.fromarray(array.astype(np.uint8) if array.dtype == np.int64 else array).save(path)
 
 
+# A FlexUNet of 7.6k parameters on 32x32 images: training runs that take seconds. Test
+# modules add their own split, epochs and batch size.
+TINY_RUN = [
+    "model.base_filters=4",
+    "model.num_layers=3",
+    "dataset.image_size=[32,32]",
+    "dataset.normalize=zscore",
+    "trainer.verbose=0",
+]
+
+
 def make_flat_dataset(
     root, groups=("p01", "p02", "p03"), slices=4, size=(32, 32), seed=0
 ) -> list[str]:

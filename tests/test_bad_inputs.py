@@ -19,20 +19,16 @@ from flexseg.preflight import PreflightError, check
 from flexseg.runs import load_run
 from flexseg.training import train
 from flexseg.training.callbacks import atomic_save
-from tests.helpers import make_flat_dataset, write_png
+from tests.helpers import TINY_RUN, make_flat_dataset, write_png
 
 BASE = [
-    "model.base_filters=4",
-    "model.num_layers=3",
-    "dataset.image_size=[32,32]",
-    "dataset.normalize=zscore",
+    *TINY_RUN,
     "dataset.cache=false",
     "dataset.split.groups={train:[p01,p02],test:[p03]}",
     "dataset.split.holdout_fraction=0.0",
     "trainer.epochs=1",
     "trainer.batch_size=2",
     "trainer.preview_images=0",
-    "trainer.verbose=0",
     "augment=none",
 ]
 RGB_MAP = (

@@ -14,20 +14,16 @@ from flexseg.errors import ConfigError
 from flexseg.evaluation import evaluate
 from flexseg.inference import infer
 from flexseg.training import train
-from tests.helpers import make_flat_dataset, write_png
+from tests.helpers import TINY_RUN, make_flat_dataset, write_png
 
 TINY = [
-    "model.base_filters=4",
-    "model.num_layers=3",
-    "dataset.image_size=[32,32]",
-    "dataset.normalize=zscore",
+    *TINY_RUN,
     "dataset.cache=false",
     "dataset.split.groups={train:[p01,p02],test:[p03]}",
     "dataset.split.holdout_fraction=0.25",
     "trainer.epochs=2",
     "trainer.batch_size=4",
     "trainer.preview_images=2",
-    "trainer.verbose=0",
     "augment=strong",
 ]
 

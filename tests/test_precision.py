@@ -16,19 +16,15 @@ from flexseg.models import FlexUNet
 from flexseg.runs import load_run
 from flexseg.training import train
 from flexseg.training.train import check_trainer
-from tests.helpers import make_flat_dataset
+from tests.helpers import TINY_RUN, make_flat_dataset
 
 TINY = [
-    "model.base_filters=4",
-    "model.num_layers=3",
-    "dataset.image_size=[32,32]",
-    "dataset.normalize=zscore",
+    *TINY_RUN,
     "dataset.split.groups={train:[p01,p02],test:[p03]}",
     "dataset.split.holdout_fraction=0.0",
     "trainer.epochs=1",
     "trainer.batch_size=4",
     "trainer.preview_images=0",
-    "trainer.verbose=0",
     "augment=none",
 ]
 

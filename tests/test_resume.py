@@ -17,20 +17,16 @@ from flexseg.config import EXIT_INTERRUPTED, load_config
 from flexseg.errors import ConfigError
 from flexseg.training import train
 from flexseg.training.resume import read_resume_state
-from tests.helpers import make_flat_dataset
+from tests.helpers import TINY_RUN, make_flat_dataset
 
 EPOCHS = 10  # long enough that a signal sent after epoch 1 lands mid-run
 TINY = [
-    "model.base_filters=4",
-    "model.num_layers=3",
-    "dataset.image_size=[32,32]",
-    "dataset.normalize=zscore",
+    *TINY_RUN,
     "dataset.split.groups={train:[p01,p02],valid:[p03],test:[]}",
     "dataset.split.holdout_fraction=0.0",
     f"trainer.epochs={EPOCHS}",
     "trainer.batch_size=2",
     "trainer.preview_images=0",
-    "trainer.verbose=0",
     "trainer.reduce_lr.patience=1",
     "trainer.early_stopping.patience=50",
     "augment=strong",
