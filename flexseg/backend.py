@@ -62,15 +62,39 @@ def cpu_has_bf16_matrix_units() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def gpu_compute_capability() -> tuple[int, int] | None:
+    """(major, minor) CUDA compute capability of the first GPU, or None without one."""
+    if not has_gpu():
+        return None
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        details = tf.config.experimental.get_device_details(
+            tf.config.list_physical_devices("GPU")[0]
+        )
+        return details.get("compute_capability")
+    if backend == "jax":
+        import jax
+
+        major, minor = str(getattr(jax.devices()[0], "compute_capability", "0.0")).split(".")
+        return int(major), int(minor)
+    import torch
+
+    return torch.cuda.get_device_capability(0)
+
+
 def auto_precision() -> str:
     """The precision `trainer.precision=auto` picks, as measured (docs/performance.md).
 
-    GPUs: mixed_float16 (tensor cores, with loss scaling). CPUs with bfloat16 matrix units:
-    mixed_bfloat16 on TensorFlow and torch (1.7-2x faster FlexUNet training than float32);
-    JAX's CPU convolutions gain nothing from it. Everything else: float32.
+    GPUs: tensor cores in 16 bits; mixed_bfloat16 from Ampere on (compute capability 8.0:
+    float32's range, no loss scaling), mixed_float16 with loss scaling before. CPUs with
+    bfloat16 matrix units: mixed_bfloat16 on TensorFlow and torch (1.7-2x faster FlexUNet
+    training than float32); JAX's CPU convolutions gain nothing from it. Else float32.
     """
-    if has_gpu():
-        return "mixed_float16"
+    capability = gpu_compute_capability()
+    if capability is not None:
+        return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16"
     if name() in ("tensorflow", "torch") and cpu_has_bf16_matrix_units():
         return "mixed_bfloat16"
     return "float32"

@@ -93,7 +93,9 @@ def keras_worker(preset_name: str, args) -> list[dict]:
         jit_compile=jit,
     )
     x, labels = batch(preset, args.batch_size)
-    y = np.eye(2, dtype="float32")[labels]
+    # On the device already, as the hand-written baseline's batch is: time the step, not the copy.
+    x = keras.ops.convert_to_tensor(x)
+    y = keras.ops.convert_to_tensor(np.eye(2, dtype="float32")[labels])
     model.train_on_batch(x, y)
     first_step_s = time.perf_counter() - start
     train = timed_windows(
@@ -212,37 +214,65 @@ def loader_worker(preset_name: str, args) -> list[dict]:
 
 
 def device_name() -> str:
-    from flexseg import backend
-
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    devices = backend.devices()
-    if any("gpu" in d.lower() or "cuda" in d.lower() for d in devices):
-        return ", ".join(devices)
+    """The GPU's name (from nvidia-smi, which every CUDA machine has), else the CPU's cores."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        if result.returncode == 0 and result.stdout.strip():
+            return result.stdout.strip().splitlines()[0]
     return f"CPU ({os.cpu_count()} cores)"
 
 
 def peak_device_mb() -> float | None:
-    try:
-        import torch
+    """Peak GPU memory this process allocated, through whichever framework holds it."""
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend == "jax":
+        import jax
 
-        if torch.cuda.is_available():
-            return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    except ImportError:
-        pass
+        device = jax.devices()[0]
+        if device.platform == "gpu":
+            return round(device.memory_stats()["peak_bytes_in_use"] / 2**20, 1)
+        return None
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.config.list_logical_devices("GPU"):
+            return round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return None
+
+
+# Dense tensor-core peaks (TFLOP/s) from NVIDIA's data sheets, SXM parts: 16-bit, and TF32
+# for float32. FLOP utilisation = achieved / peak for the precision benchmarked.
+GPU_PEAK_TFLOPS = {"H100": (989.0, 494.0), "H200": (989.0, 494.0), "A100": (312.0, 156.0)}
+
+
+def peak_tflops(device: str, precision: str) -> float | None:
+    for name, (half, tf32) in GPU_PEAK_TFLOPS.items():
+        if name in device:
+            return tf32 if precision == "float32" else half
     return None
 
 
 def run_worker(kind: str, preset: str, backend: str, args) -> list[dict]:
     """Runs one measurement in a fresh process with its own KERAS_BACKEND."""
     env = {**os.environ, "KERAS_BACKEND": backend if backend in KERAS_BACKENDS else "torch"}
+    if kind == "loader":  # the loader needs Keras only for its config; any installed backend
+        env["KERAS_BACKEND"] = next((b for b in args.backends if b in KERAS_BACKENDS), "torch")
     command = [sys.executable, __file__, "--worker", kind, "--presets", preset, *args.passthrough]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+    try:
+        result = subprocess.run(
+            command, env=env, capture_output=True, text=True, cwd=ROOT, timeout=args.timeout
+        )
+    except subprocess.TimeoutExpired:
+        print(f"  {kind} {preset} {backend} ran past --timeout {args.timeout} s", file=sys.stderr)
+        return []
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-5:])
         print(f"  {kind} {preset} {backend} failed:\n{tail}", file=sys.stderr)
@@ -274,6 +304,21 @@ def machine() -> dict:
 
 
 def markdown(records: list[dict], info: dict) -> str:
+    gpu = any(r.get("peak_device_mb") for r in records)
+    columns = [
+        ("preset", lambda r: r["preset"]),
+        ("backend", lambda r: r["backend"]),
+        ("variant", lambda r: r.get("variant", "")),
+        ("device", lambda r: r["device"]),
+        ("train img/s", lambda r: r["train_img_s"]),
+        ("vs best PyTorch", lambda r: ratio_to_baseline(r, records)),
+        ("infer img/s", lambda r: r["infer_img_s"]),
+        ("peak RSS MB", lambda r: r["peak_rss_mb"]),
+        *([("peak GPU MB", lambda r: r.get("peak_device_mb") or "")] if gpu else []),
+        ("GFLOP/s achieved", lambda r: r.get("achieved_gflop_s", "")),
+        *([("FLOP utilisation", lambda r: percent(r.get("flop_utilisation")))] if gpu else []),
+        ("loader img/s", lambda r: r.get("loader_img_s", "")),
+    ]
     lines = [
         f"Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores; "
         + ", ".join(f"{k} {v}" for k, v in info["machine"]["versions"].items()),
@@ -281,26 +326,28 @@ def markdown(records: list[dict], info: dict) -> str:
         f"{info['settings']['precision']}, median of {info['settings']['repeats']} windows of "
         f"{info['settings']['steps']} steps; {info['machine']['date']}.",
         "",
-        "| preset | backend | variant | device | train img/s | vs best PyTorch | infer img/s "
-        "| peak RSS MB | GFLOP/s achieved | loader img/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(name for name, _ in columns) + " |",
+        "|" + "---|" * len(columns),
     ]
     for r in records:
-        baseline = next(
-            (
-                b
-                for b in records
-                if b["preset"] == r["preset"] and b["backend"] == "pytorch-baseline"
-            ),
-            None,
-        )
-        ratio = f"{r['train_img_s'] / baseline['train_img_s']:.2f}" if baseline else ""
-        lines.append(
-            f"| {r['preset']} | {r['backend']} | {r.get('variant', '')} | {r['device']} | "
-            f"{r['train_img_s']} | {ratio} | {r['infer_img_s']} | {r['peak_rss_mb']} | "
-            f"{r.get('achieved_gflop_s', '')} | {r.get('loader_img_s', '')} |"
-        )
+        lines.append("| " + " | ".join(str(cell(r)) for _, cell in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def ratio_to_baseline(record: dict, records: list[dict]) -> str:
+    baseline = next(
+        (
+            b
+            for b in records
+            if b["preset"] == record["preset"] and b["backend"] == "pytorch-baseline"
+        ),
+        None,
+    )
+    return f"{record['train_img_s'] / baseline['train_img_s']:.2f}" if baseline else ""
+
+
+def percent(fraction: float | None) -> str:
+    return f"{100 * fraction:.1f}%" if fraction is not None else ""
 
 
 def main() -> None:
@@ -320,6 +367,8 @@ def main() -> None:
     parser.add_argument(
         "--loader-overrides", nargs="*", default=[], help="config overrides of the loader's data"
     )
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
+    parser.add_argument("--no-loader", action="store_true", help="skip the loader measurement")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.json"))
     parser.add_argument("--worker", choices=["keras", "torch", "loader"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -337,9 +386,16 @@ def main() -> None:
         "--precision", args.precision, "--jit-compile", str(args.jit_compile).lower(),
         "--torch-variants", *args.torch_variants, "--loader-overrides", *args.loader_overrides,
     ]  # fmt: skip
+    info = {
+        "machine": machine(),
+        "settings": {
+            k: getattr(args, k)
+            for k in ("batch_size", "steps", "repeats", "warmup", "precision", "jit_compile")
+        },  # fmt: skip
+    }
     records = []
     for preset in args.presets:
-        loader = run_worker("loader", preset, "tensorflow", args) or [{}]
+        loader = ([] if args.no_loader else run_worker("loader", preset, "loader", args)) or [{}]
         for backend in args.backends:
             kind = "torch" if backend == "pytorch-baseline" else "keras"
             found = run_worker(kind, preset, backend, args)
@@ -357,13 +413,11 @@ def main() -> None:
                     f"infer {r['infer_img_s']:>7} img/s   peak RSS {r['peak_rss_mb']} MB",
                     flush=True,
                 )
-    info = {
-        "machine": machine(),
-        "settings": {
-            k: getattr(args, k)
-            for k in ("batch_size", "steps", "repeats", "warmup", "precision", "jit_compile")
-        },  # fmt: skip
-    }
+            write_results(records, info, args)  # after every measurement: a stopped run keeps them
+    print(f"wrote {args.output} and {Path(args.output).with_suffix('.md')}")
+
+
+def write_results(records: list[dict], info: dict, args) -> None:
     for r in records:  # the baseline runs the same network: the same FLOPs
         keras_record = next(
             (k for k in records if k["preset"] == r["preset"] and "gflops_per_image" in k), None
@@ -371,12 +425,15 @@ def main() -> None:
         if keras_record and "gflops_per_image" not in r:
             r["gflops_per_image"] = keras_record["gflops_per_image"]
             r["achieved_gflop_s"] = round(3 * r["gflops_per_image"] * r["train_img_s"], 1)
+        peak = peak_tflops(r["device"], args.precision)
+        if peak and "achieved_gflop_s" in r:
+            r["peak_tflop_s"] = peak
+            r["flop_utilisation"] = round(r["achieved_gflop_s"] / (peak * 1000), 4)
         r.update(info)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(records, indent=2))
     output.with_suffix(".md").write_text(markdown(records, info))
-    print(f"wrote {output} and {output.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

@@ -64,9 +64,11 @@ def test_an_unknown_precision_is_refused():
 
 
 def test_auto_precision_follows_the_measurements(monkeypatch):
-    monkeypatch.setattr(backend, "has_gpu", lambda: True)
+    monkeypatch.setattr(backend, "gpu_compute_capability", lambda: (9, 0))  # H100
+    assert backend.auto_precision() == "mixed_bfloat16"
+    monkeypatch.setattr(backend, "gpu_compute_capability", lambda: (7, 5))  # T4: no bfloat16
     assert backend.auto_precision() == "mixed_float16"
-    monkeypatch.setattr(backend, "has_gpu", lambda: False)
+    monkeypatch.setattr(backend, "gpu_compute_capability", lambda: None)
     monkeypatch.setattr(backend, "cpu_has_bf16_matrix_units", lambda: False)
     assert backend.auto_precision() == "float32"
     monkeypatch.setattr(backend, "cpu_has_bf16_matrix_units", lambda: True)
