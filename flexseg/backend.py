@@ -7,9 +7,13 @@ starts (``tensorflow``, ``jax`` or ``torch``); Keras reads it once, at import.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Iterator
 
 import keras
+
+from flexseg.errors import ConfigError
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -98,3 +102,38 @@ def auto_precision() -> str:
     if name() in ("tensorflow", "torch") and cpu_has_bf16_matrix_units():
         return "mixed_bfloat16"
     return "float32"
+
+
+@contextlib.contextmanager
+def data_parallel() -> Iterator[int]:
+    """Replicates the model built inside on every local device and splits each batch.
+
+    JAX: `keras.distribution.DataParallel` over all devices of its default platform.
+    TensorFlow: `tf.distribute.MirroredStrategy` over all GPUs, else over all logical CPUs.
+    Yields the number of devices (replicas). Keras' torch trainer (`model.fit`) cannot be
+    wrapped in DistributedDataParallel, so torch is refused with a ConfigError.
+    """
+    backend = name()
+    if backend == "jax":
+        devices = keras.distribution.list_devices()
+        previous = keras.distribution.distribution()
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        try:
+            yield len(devices)
+        finally:
+            keras.distribution.set_distribution(previous)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices)
+        with strategy.scope():
+            yield strategy.num_replicas_in_sync
+    else:
+        raise ConfigError(
+            "trainer.distribution=data_parallel is not available on the torch backend: Keras' "
+            "torch trainer (model.fit) cannot be wrapped in DistributedDataParallel. Train on "
+            "several devices with KERAS_BACKEND=jax or tensorflow, or set "
+            "trainer.distribution=none."
+        )

@@ -62,8 +62,11 @@ def check(cfg: dict) -> None:
 
 
 @hydra_app("train")
-def train(cfg: dict) -> None:
-    """`flexseg-train`: train a model; the run directory gets everything it makes."""
+def train(cfg: dict) -> float | None:
+    """`flexseg-train`: train a model; the run directory gets everything it makes.
+
+    Returns the best value of `trainer.monitor`: the objective of a hyperparameter search.
+    """
     from flexseg.training import train as run_training
 
     summary = run_training(cfg)
@@ -71,6 +74,7 @@ def train(cfg: dict) -> None:
         f"best {summary['monitor']}={summary['best_value']} at epoch {summary['best_epoch']} "
         f"of {summary['epochs_run']}; run_dir={summary['run_dir']}"
     )
+    return summary["best_value"]
 
 
 @hydra_app("train")

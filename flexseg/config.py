@@ -141,6 +141,8 @@ class TrainerConfig:
     workers: int = 1
     use_multiprocessing: bool = False
     jit_compile: Any = "auto"
+    # none | data_parallel | auto (data parallel where JAX or TensorFlow sees several devices)
+    distribution: str = "auto"
     # float32 | mixed_float16 | mixed_bfloat16 | auto (measured per device: backend.auto_precision)
     precision: str = "float32"
     verbose: int = 1

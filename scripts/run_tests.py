@@ -1,7 +1,8 @@
 """Run the pytest suite once per Keras backend, each in its own process, and sum up.
 
-    python scripts/run_tests.py                       # tensorflow, jax and torch
+    python scripts/run_tests.py                       # tensorflow, jax and torch, side by side
     python scripts/run_tests.py --backends jax -- -k flops
+    python scripts/run_tests.py --jobs 1              # one backend after another
 
 Exits non-zero if any backend fails; the last lines give each backend's result and a total.
 """
@@ -13,43 +14,75 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 BACKENDS = ("tensorflow", "jax", "torch")
 COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|deselected|xfailed|xpassed)")
 
 
-def run_backend(backend: str, pytest_args: list[str]) -> tuple[int, dict[str, int], float]:
-    print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
+def start_backend(backend: str, pytest_args: list[str], folder: Path, log) -> subprocess.Popen:
     env = {**os.environ, "KERAS_BACKEND": backend}
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", *pytest_args],
+    # Its own temporary folder: pytest's default one is shared, and cleaned by each session.
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", f"--basetemp={folder / backend}", *pytest_args],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    last_summary = ""
-    for line in proc.stdout:
-        print(line, end="", flush=True)
-        if COUNT.search(line) and " in " in line:
-            last_summary = line
-    code = proc.wait()
+
+
+def counts_of(output: str) -> dict[str, int]:
+    """pytest's final counts ("3 passed, 1 failed in 9.1s")."""
+    last_summary = next(
+        (line for line in reversed(output.splitlines()) if COUNT.search(line) and " in " in line),
+        "",
+    )
     counts = {}
     for number, word in COUNT.findall(last_summary):
         word = "errors" if word.startswith("error") else word
         counts[word] = counts.get(word, 0) + int(number)
-    return code, counts, time.monotonic() - start
+    return counts
+
+
+def run_backends(backends: list[str], pytest_args: list[str], jobs: int) -> dict:
+    """Runs up to `jobs` backends at once; prints each one's whole output when it ends."""
+    results, running, waiting = {}, {}, list(backends)
+    with tempfile.TemporaryDirectory() as folder:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                backend = waiting.pop(0)
+                log = open(Path(folder) / f"{backend}.log", "w+")  # noqa: SIM115
+                print(f"started KERAS_BACKEND={backend}", flush=True)
+                proc = start_backend(backend, pytest_args, Path(folder), log)
+                running[backend] = (proc, log, time.monotonic())
+            for backend, (proc, log, start) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                seconds = time.monotonic() - start
+                log.seek(0)
+                output = log.read()
+                log.close()
+                print(f"\n===== KERAS_BACKEND={backend} =====\n{output}", end="", flush=True)
+                results[backend] = (proc.returncode, counts_of(output), seconds)
+                del running[backend]
+            time.sleep(1)
+    return {b: results[b] for b in backends}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument(
+        "--jobs", type=int, default=len(BACKENDS), help="backends tested at once (default: all)"
+    )
     parser.add_argument("pytest_args", nargs="*", help="passed on to pytest (after --)")
     args = parser.parse_args()
 
-    results = {b: run_backend(b, args.pytest_args) for b in args.backends}
+    start = time.monotonic()
+    results = run_backends(args.backends, args.pytest_args, args.jobs)
     print("\n===== summary =====")
     passed = failed = 0
     for backend, (code, counts, seconds) in results.items():
@@ -62,7 +95,7 @@ def main() -> int:
         print(f"{backend}: {detail} in {seconds:.0f}s -- {status}")
     if passed == 0:
         failed = max(failed, 1)
-    print(f"total: {passed} passed, {failed} failed")
+    print(f"total: {passed} passed, {failed} failed in {time.monotonic() - start:.0f}s")
     return 0 if failed == 0 and all(code == 0 for code, _, _ in results.values()) else 1
 
 

@@ -8,8 +8,22 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+import yaml
 
 from tests.helpers import make_flat_dataset, write_png
+
+SWEEP_RUN = [
+    "dataset.image_size=[16,16]",
+    "dataset.split.groups={train:[p01,p02],valid:[p03],test:[]}",
+    "dataset.split.holdout_fraction=0.0",
+    "model.num_layers=2",
+    "trainer.epochs=1",
+    "trainer.batch_size=2",
+    "trainer.preview_images=0",
+    "trainer.verbose=0",
+    "augment=none",
+]
 
 
 def run(module: str, *overrides: str, cwd) -> subprocess.CompletedProcess:
@@ -82,15 +96,7 @@ def test_a_sweep_runs_every_combination_and_writes_a_summary(tmp_path):
         "trainer.learning_rate=0.001,0.0003",
         "model.base_filters=2,4",
         f"dataset.root={tmp_path / 'data'}",
-        "dataset.image_size=[16,16]",
-        "dataset.split.groups={train:[p01,p02],valid:[p03],test:[]}",
-        "dataset.split.holdout_fraction=0.0",
-        "model.num_layers=2",
-        "trainer.epochs=1",
-        "trainer.batch_size=2",
-        "trainer.preview_images=0",
-        "trainer.verbose=0",
-        "augment=none",
+        *SWEEP_RUN,
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         cwd=tmp_path,
     )
@@ -108,3 +114,52 @@ def test_a_sweep_runs_every_combination_and_writes_a_summary(tmp_path):
         assert (tmp_path / "sweep" / r["job"] / "checkpoints" / "best.keras").is_file()
     table = (tmp_path / "sweep" / "sweep_summary.md").read_text()
     assert table.count("\n") == 6 and "model.base_filters=4" in table
+
+
+def test_an_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
+    make_flat_dataset(tmp_path / "data", slices=2, size=(16, 16))
+    result = run(
+        "train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+        f"dataset.root={tmp_path / 'data'}", *SWEEP_RUN, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert best["name"] == "optuna"
+    assert set(best["best_params"]) == {
+        "trainer.learning_rate", "model.base_filters", "model.dropout_rate", "loss"
+    }  # fmt: skip
+    with (tmp_path / "sweep" / "sweep_summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    assert best["best_value"] == pytest.approx(max(float(r["best_val_fg_dice"]) for r in rows))
+
+
+def test_the_slurm_launcher_takes_its_settings_from_the_environment(monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from flexseg.config import CONF_DIR
+
+    monkeypatch.setenv("SBATCH_PARTITION", "gpu")
+    monkeypatch.setenv("FLEXSEG_GPUS_PER_NODE", "4")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train", ["hydra/launcher=slurm", "hydra.launcher.mem_gb=64"], return_hydra_config=True
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.account) == ("gpu", None)
+    assert (launcher.gpus_per_node, launcher.mem_gb, launcher.timeout_min) == (4, 64, 240)
+    assert launcher.max_num_timeout > 0  # requeued at the time limit
+
+
+def test_a_submitit_local_job_trains(tmp_path):
+    make_flat_dataset(tmp_path / "data", slices=2, size=(16, 16))
+    result = run(
+        "train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+        f"dataset.root={tmp_path / 'data'}", *SWEEP_RUN, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "sweep" / "0" / "checkpoints" / "best.keras").is_file()
+    assert list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))  # submitit ran it

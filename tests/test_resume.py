@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from flexseg.config import EXIT_INTERRUPTED, load_config
-from flexseg.errors import ConfigError
+from flexseg.errors import ConfigError, PreemptedError
 from flexseg.training import train
-from flexseg.training.resume import read_resume_state
+from flexseg.training.resume import StopOnSignal, read_resume_state
 from tests.helpers import TINY_RUN, make_flat_dataset
 
 EPOCHS = 10  # long enough that a signal sent after epoch 1 lands mid-run
@@ -70,27 +70,36 @@ def data(tmp_path):
     return tmp_path / "data"
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
-def test_a_stopped_run_resumes_and_finishes_its_epochs(data, tmp_path, how):
-    run_dir = tmp_path / "run"
-    process = start(data, run_dir)
-    saved = wait_for_epochs(run_dir, 1, process)
-    process.send_signal(getattr(signal, how))
-    _, stderr = process.communicate(timeout=120)
-    if how == "SIGTERM":  # a clean stop at the next batch boundary that says how to go on
+def stop(process: subprocess.Popen, run_dir, how: signal.Signals) -> tuple[int, str]:
+    """Sends `how` once the run has finished an epoch more; returns the epoch kept and the
+    process's output."""
+    before = read_resume_state(run_dir / "checkpoints")
+    saved = wait_for_epochs(run_dir, (before[0]["epoch"] if before else 0) + 1, process)
+    process.send_signal(how)
+    stdout, stderr = process.communicate(timeout=120)
+    if how == signal.SIGTERM:  # a clean stop at the next batch boundary that says how to go on
         assert process.returncode == EXIT_INTERRUPTED, stderr[-2000:]
         assert "SIGTERM received: training stopped at epoch" in stderr
         assert "trainer.resume=auto" in stderr
     else:
         assert process.returncode == -signal.SIGKILL
     state, _ = read_resume_state(run_dir / "checkpoints")
-    assert state["epoch"] >= saved  # at most the epoch in progress was lost
-    assert state["epoch"] < EPOCHS
+    assert saved <= state["epoch"] < EPOCHS  # at most the epoch in progress was lost
+    return state["epoch"], stdout + stderr
 
-    resumed = start(data, run_dir, "trainer.resume=auto")
-    stdout, stderr = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, stderr[-2000:]
-    assert f"resuming {run_dir} after epoch {state['epoch']} of {EPOCHS}" in stdout + stderr
+
+def test_a_stopped_run_resumes_and_finishes_its_epochs(data, tmp_path):
+    """Stopped by SIGTERM, resumed, killed by SIGKILL, resumed again: all epochs, once each."""
+    run_dir = tmp_path / "run"
+    kept, _ = stop(start(data, run_dir), run_dir, signal.SIGTERM)
+    kept_again, output = stop(start(data, run_dir, "trainer.resume=auto"), run_dir, signal.SIGKILL)
+    assert f"resuming {run_dir} after epoch {kept} of {EPOCHS}" in output
+    assert kept_again > kept
+
+    final = start(data, run_dir, "trainer.resume=auto")
+    stdout, stderr = final.communicate(timeout=300)
+    assert final.returncode == 0, stderr[-2000:]
+    assert f"resuming {run_dir} after epoch {kept_again} of {EPOCHS}" in stdout + stderr
     assert history_epochs(run_dir) == list(range(1, EPOCHS + 1))
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["epochs_run"] == EPOCHS
@@ -131,3 +140,19 @@ def test_resuming_with_other_settings_is_refused(data, tmp_path):
     changed["_run_dir_"] = str(tmp_path / "run")
     with pytest.raises(ConfigError, match="trainer.learning_rate"):
         train(changed)
+
+
+def test_a_signal_is_passed_on_to_the_handler_installed_before_training(tmp_path):
+    received = []
+    before = signal.signal(signal.SIGUSR2, lambda signum, frame: received.append(signum))
+    try:
+        stop = StopOnSignal(tmp_path)
+        stop.on_train_begin()
+        stop.on_train_batch_end(0)  # nothing received: training goes on
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert received == []  # held until the batch boundary
+        with pytest.raises(PreemptedError, match="SIGUSR2 received"):
+            stop.on_train_batch_end(1)
+        assert received == [signal.SIGUSR2]  # e.g. submitit's handler: requeue the job
+    finally:
+        signal.signal(signal.SIGUSR2, before)

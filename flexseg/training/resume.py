@@ -21,7 +21,8 @@ import numpy as np
 from flexseg.errors import PreemptedError
 
 RESUME_FILE = "resume.npz"
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# SLURM's `--signal` (USR1 by hand, USR2 from submitit) and the TERM of a preemption.
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def _state_of(callback) -> dict | None:
@@ -120,10 +121,12 @@ def restore_model(model: keras.Model, arrays: dict[str, np.ndarray]) -> None:
 
 
 class StopOnSignal(keras.callbacks.Callback):
-    """On SIGTERM or SIGUSR1 (SLURM's `--signal`), stops at the next batch boundary.
+    """On SIGTERM, SIGUSR1 or SIGUSR2 (SLURM's `--signal`), stops at the next batch boundary.
 
-    It raises `PreemptedError` there, before the epoch ends, so the resume state stays that
-    of the last finished epoch: at most one epoch of work is lost.
+    There, before the epoch ends (so the resume state stays that of the last finished epoch:
+    at most one epoch of work is lost), it passes the signal on to the handler that was
+    installed before training, if any (submitit's, which requeues the job and exits), and
+    otherwise raises `PreemptedError`.
     """
 
     def __init__(self, run_dir: str | Path):
@@ -150,7 +153,10 @@ class StopOnSignal(keras.callbacks.Callback):
         if self.received is None:
             return
         name = signal.Signals(self.received).name
+        previous = self.previous.get(self.received)
         self.restore_handlers()
+        if callable(previous):
+            previous(self.received, None)
         raise PreemptedError(
             f"{name} received: training stopped at epoch {self.epoch + 1}, batch {batch + 1}; "
             f"{self.epoch} finished epoch(s) are kept in {self.run_dir}. Continue with: "

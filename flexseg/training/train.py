@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -31,6 +33,7 @@ log = logging.getLogger("flexseg")
 SCHEDULES = ("constant", "cosine", "step")
 OPTIMIZERS = ("adam", "adamw")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+DISTRIBUTIONS = ("none", "data_parallel", "auto")
 
 
 def build_optimizer(trainer: dict) -> keras.optimizers.Optimizer:
@@ -59,6 +62,36 @@ def resolve_jit_compile(setting) -> bool | str:
     return backend.has_gpu() and backend.name() == "tensorflow"
 
 
+def resolve_distribution(setting: str) -> str:
+    """`trainer.distribution`: "auto" is data parallel where JAX or TensorFlow sees several
+    devices (GPUs, or CPUs split on purpose), else none."""
+    if setting != "auto":
+        return setting
+    if len(backend.devices()) < 2:
+        return "none"
+    if backend.name() == "torch":
+        log.warning("torch trains on one device: use JAX or TensorFlow for data parallel training")
+        return "none"
+    return "data_parallel"
+
+
+@contextlib.contextmanager
+def distribution_scope(trainer: dict) -> Iterator[int]:
+    """Builds and trains inside it to follow `trainer.distribution`; yields the replica count."""
+    if resolve_distribution(trainer.get("distribution", "auto")) == "none":
+        yield 1
+        return
+    with backend.data_parallel() as replicas:
+        if trainer["batch_size"] % replicas:
+            raise ConfigError(
+                f"trainer.batch_size={trainer['batch_size']} does not split evenly over "
+                f"{replicas} devices; use a multiple of {replicas} (each device gets an equal "
+                "share of every batch)."
+            )
+        log.info("data parallel over %d devices: %s", replicas, ", ".join(backend.devices()))
+        yield replicas
+
+
 def check_trainer(trainer: dict) -> None:
     """Refuses trainer settings that compose but cannot work together."""
     schedule = trainer.get("schedule", "constant")
@@ -77,6 +110,11 @@ def check_trainer(trainer: dict) -> None:
     precision = trainer.get("precision", "float32")
     if precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision must be one of {PRECISIONS}. Received: {precision!r}")
+    distribution = trainer.get("distribution", "auto")
+    if distribution not in DISTRIBUTIONS:
+        raise ConfigError(
+            f"trainer.distribution must be one of {DISTRIBUTIONS}. Received: {distribution!r}"
+        )
     fraction = trainer.get("foreground_fraction")
     if fraction is not None and not 0 < fraction <= 1:
         raise ConfigError(
@@ -168,12 +206,14 @@ def train(cfg: dict) -> dict:
         precision = backend.auto_precision()
     keras.mixed_precision.set_global_policy(precision if precision in PRECISIONS else "float32")
     try:
-        return _train(cfg)
+        check_trainer(cfg["trainer"])
+        with distribution_scope(cfg["trainer"]) as replicas:
+            return _train(cfg, replicas)
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _train(cfg: dict) -> dict:
+def _train(cfg: dict, replicas: int) -> dict:
     from flexseg.preflight import check
 
     run_dir = Path(cfg.get("_run_dir_") or new_run_dir(cfg))
@@ -238,6 +278,7 @@ def _train(cfg: dict) -> dict:
         "samples": counts,
         "params": model.count_params(),
         "precision": model.dtype_policy.name,
+        "replicas": replicas,
     }
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
