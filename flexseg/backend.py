@@ -12,6 +12,7 @@ import importlib
 from collections.abc import Iterator
 
 import keras
+import numpy as np
 
 from flexseg.errors import ConfigError
 
@@ -137,3 +138,31 @@ def data_parallel() -> Iterator[int]:
             "several devices with KERAS_BACKEND=jax or tensorflow, or set "
             "trainer.distribution=none."
         )
+
+
+def global_rng_state() -> dict[str, np.ndarray]:
+    """The backend's global random state, where Keras draws from it.
+
+    Keras' torch backend runs dropout (of layers without an explicit seed) on torch's global
+    generators, not on the layers' seed generators; JAX and TensorFlow draw from the seed
+    generators, which are model variables. So this is torch's CPU and CUDA states, or nothing.
+    """
+    if name() != "torch":
+        return {}
+    import torch
+
+    state = {"torch_cpu": torch.get_rng_state().numpy()}
+    if torch.cuda.is_available():
+        state["torch_cuda"] = np.stack([s.numpy() for s in torch.cuda.get_rng_state_all()])
+    return state
+
+
+def set_global_rng_state(state: dict[str, np.ndarray]) -> None:
+    """Restores what `global_rng_state` returned."""
+    if "torch_cpu" not in state:
+        return
+    import torch
+
+    torch.set_rng_state(torch.from_numpy(state["torch_cpu"]))
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.from_numpy(s) for s in state["torch_cuda"]])

@@ -30,6 +30,7 @@ TINY = [
     "trainer.reduce_lr.patience=1",
     "trainer.early_stopping.patience=50",
     "augment=strong",
+    "model.dropout_rate=0.2",  # the dropout generators' state must resume too
 ]
 
 

@@ -1,10 +1,11 @@
-"""Preemption-safe training: a resume state after every epoch, a clean stop on SIGTERM/SIGUSR1.
+"""Preemption-safe training: a resume state after every epoch, a clean stop on a signal.
 
 `checkpoints/resume.npz` holds, written atomically after each epoch: the model's weights, the
-optimizer's variables (step count and learning rate included), the number of finished epochs
-and the state of the callbacks that carry one (best checkpoint score, plateau reducer, early
-stopping). `trainer.resume=auto` continues a run folder from it; the order of batches and the
-augmentation of every epoch depend only on the seed and the epoch, so they continue too.
+state of the random generators dropout draws from, the optimizer's variables (step count and
+learning rate included), the number of finished epochs and the state of the callbacks that
+carry one (best checkpoint score, plateau reducer, early stopping). `trainer.resume=auto`
+continues a run folder from it; the order of batches and the augmentation of every epoch
+depend only on the seed and the epoch, so they continue too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from flexseg import backend
 from flexseg.errors import PreemptedError
 
 RESUME_FILE = "resume.npz"
@@ -62,19 +64,26 @@ class ResumeState(keras.callbacks.Callback):
     """Writes the resume state after every epoch and, on resume, puts it back.
 
     Put it last among the callbacks: its `on_train_begin` restores the others after they
-    reset themselves, and its `on_epoch_end` sees their state of that epoch.
+    reset themselves, and its `on_epoch_end` sees their state of that epoch. The backend's
+    global random state is put back there too, after `fit` has built the model (a build that
+    draws dropout masks on torch).
     """
 
-    def __init__(self, folder: str | Path, callbacks: list, restored: dict | None = None):
+    def __init__(self, folder: str | Path, callbacks: list, restored: tuple | None = None):
         super().__init__()
         self.path = Path(folder) / RESUME_FILE
         self.callbacks = callbacks
-        self.restored = restored
+        self.restored = restored  # (meta, arrays) of read_resume_state
 
     def on_train_begin(self, logs=None):
         if self.restored is None:
             return
-        states = self.restored["callbacks"]
+        meta, arrays = self.restored
+        prefix = "global_rng_"
+        backend.set_global_rng_state(
+            {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+        )
+        states = meta["callbacks"]
         for i, callback in enumerate(self.callbacks):
             if str(i) in states:
                 _restore(callback, states[str(i)])
@@ -91,6 +100,8 @@ class ResumeState(keras.callbacks.Callback):
         meta = {"epoch": epoch + 1, "callbacks": states}
         numpy = keras.ops.convert_to_numpy
         arrays = {f"weight_{i}": numpy(v) for i, v in enumerate(self.model.weights)}
+        arrays |= {f"rng_{i}": numpy(v) for i, v in enumerate(_rng_states(self.model))}
+        arrays |= {f"global_rng_{k}": v for k, v in backend.global_rng_state().items()}
         optimizer = self.model.optimizer.variables
         arrays |= {f"optimizer_{i}": numpy(v) for i, v in enumerate(optimizer)}
         buffer = io.BytesIO()
@@ -98,6 +109,12 @@ class ResumeState(keras.callbacks.Callback):
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_bytes(buffer.getvalue())
         os.replace(tmp, self.path)
+
+
+def _rng_states(model: keras.Model) -> list:
+    """The model's random-generator states (dropout's seeds): variables that are not weights."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
 
 
 def read_resume_state(folder: str | Path) -> tuple[dict, dict[str, np.ndarray]] | None:
@@ -115,6 +132,8 @@ def restore_model(model: keras.Model, arrays: dict[str, np.ndarray]) -> None:
     weights = [arrays[f"weight_{i}"] for i in range(len(model.weights))]
     for variable, value in zip(model.weights, weights, strict=True):
         variable.assign(value)
+    for i, variable in enumerate(_rng_states(model)):
+        variable.assign(arrays[f"rng_{i}"])
     model.optimizer.build(model.trainable_variables)
     for i, variable in enumerate(model.optimizer.variables):
         variable.assign(arrays[f"optimizer_{i}"])

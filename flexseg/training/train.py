@@ -252,7 +252,7 @@ def _train(cfg: dict, replicas: int) -> dict:
         history_files.load(initial_epoch)
         log.info("resuming %s after epoch %d of %d", run_dir, initial_epoch, trainer["epochs"])
     callbacks.append(StopOnSignal(run_dir))
-    callbacks.append(ResumeState(run_dir / CHECKPOINTS, list(callbacks), restored and restored[0]))
+    callbacks.append(ResumeState(run_dir / CHECKPOINTS, list(callbacks), restored))
     counts = {k: len(v) for k, v in plan.splits.items()}
     start = time.monotonic()
     model.fit(
