@@ -3,6 +3,7 @@
     python scripts/benchmark.py                                   # small and medium, all
     python scripts/benchmark.py --presets small --backends tensorflow pytorch-baseline
     python scripts/benchmark.py --presets reference --precision mixed_bfloat16   # on a GPU
+    python scripts/benchmark.py --rounds 3      # three interleaved rounds, medians: steadier
 
 Each (preset, backend) runs in its own process: training images/s (after warm-up, the median
 of `--repeats` windows of `--steps` steps on batches of `--batch-size`), inference images/s,
@@ -10,8 +11,10 @@ peak resident memory (and peak device memory on a GPU), forward FLOPs per image 
 achieved FLOP/s (forward + backward taken as 3x forward). `pytorch-baseline` is the same
 network written by hand in PyTorch (`benchmarks/pytorch_flexunet.py`), timed as eager,
 channels-last and `torch.compile`; the fastest variant is its record. The loader's images/s
-with `augment=light` is measured once per preset. Writes `benchmarks/results.json` (a list of
-records) and `benchmarks/results.md`, with the machine, versions and settings.
+with `augment=light` is measured once per preset. With `--rounds N` every measurement is
+repeated N times, the backends interleaved, and the median round kept. Writes
+`benchmarks/results.json` (a list of records) and `benchmarks/results.md`, with the machine,
+versions and settings.
 """
 
 from __future__ import annotations
@@ -324,7 +327,8 @@ def markdown(records: list[dict], info: dict) -> str:
         + ", ".join(f"{k} {v}" for k, v in info["machine"]["versions"].items()),
         f"Settings: batch {info['settings']['batch_size']}, precision "
         f"{info['settings']['precision']}, median of {info['settings']['repeats']} windows of "
-        f"{info['settings']['steps']} steps; {info['machine']['date']}.",
+        f"{info['settings']['steps']} steps, median of {info['settings']['rounds']} interleaved "
+        f"round(s); {info['machine']['date']}.",
         "",
         "| " + " | ".join(name for name, _ in columns) + " |",
         "|" + "---|" * len(columns),
@@ -367,6 +371,10 @@ def main() -> None:
     parser.add_argument(
         "--loader-overrides", nargs="*", default=[], help="config overrides of the loader's data"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="measure everything this many times, backends interleaved; keep each median",
+    )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     parser.add_argument("--no-loader", action="store_true", help="skip the loader measurement")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.json"))
@@ -390,31 +398,57 @@ def main() -> None:
         "machine": machine(),
         "settings": {
             k: getattr(args, k)
-            for k in ("batch_size", "steps", "repeats", "warmup", "precision", "jit_compile")
+            for k in (
+                "batch_size",
+                "steps",
+                "repeats",
+                "warmup",
+                "precision",
+                "jit_compile",
+                "rounds",
+            )
         },  # fmt: skip
     }
-    records = []
-    for preset in args.presets:
-        loader = ([] if args.no_loader else run_worker("loader", preset, "loader", args)) or [{}]
-        for backend in args.backends:
-            kind = "torch" if backend == "pytorch-baseline" else "keras"
-            found = run_worker(kind, preset, backend, args)
-            if kind == "torch" and found:
-                for r in found:
-                    r["backend"] = f"pytorch-{r['variant']}"
-                best = max(found, key=lambda r: r["train_img_s"])
-                found.append({**best, "backend": "pytorch-baseline"})
-            for r in found:
-                r.update(preset=preset, batch_size=args.batch_size, precision=args.precision)
-                r.update(loader[0])
-                records.append(r)
-                print(
-                    f"{preset:<9} {r['backend']:<22} train {r['train_img_s']:>7} img/s   "
-                    f"infer {r['infer_img_s']:>7} img/s   peak RSS {r['peak_rss_mb']} MB",
-                    flush=True,
-                )
-            write_results(records, info, args)  # after every measurement: a stopped run keeps them
+    measured: dict[tuple, list[dict]] = {}  # (preset, backend) -> one record per round
+    loaders: dict[str, dict] = {}
+    for round_ in range(args.rounds):
+        for preset in args.presets:
+            if preset not in loaders:
+                found = [] if args.no_loader else run_worker("loader", preset, "loader", args)
+                loaders[preset] = (found or [{}])[0]
+            for backend in args.backends:
+                kind = "torch" if backend == "pytorch-baseline" else "keras"
+                for r in run_worker(kind, preset, backend, args):
+                    if kind == "torch":
+                        r["backend"] = f"pytorch-{r['variant']}"
+                    r.update(preset=preset, batch_size=args.batch_size, precision=args.precision)
+                    r.update(loaders[preset])
+                    measured.setdefault((preset, r["backend"]), []).append(r)
+                    print(
+                        f"round {round_ + 1} {preset:<9} {r['backend']:<22} "
+                        f"train {r['train_img_s']:>7} img/s   infer {r['infer_img_s']:>7} img/s   "
+                        f"peak RSS {r['peak_rss_mb']} MB",
+                        flush=True,
+                    )
+                write_results(median_records(measured), info, args)  # a stopped run keeps them
     print(f"wrote {args.output} and {Path(args.output).with_suffix('.md')}")
+
+
+def median_records(measured: dict[tuple, list[dict]]) -> list[dict]:
+    """Per preset and backend, the round with the median training speed; then per preset the
+    fastest hand-written variant again as `pytorch-baseline`."""
+    records = []
+    for rounds in measured.values():
+        ranked = sorted(rounds, key=lambda r: r["train_img_s"])
+        records.append({**ranked[(len(ranked) - 1) // 2], "rounds": len(ranked)})
+    for preset in dict.fromkeys(r["preset"] for r in records):
+        variants = [
+            r for r in records if r["preset"] == preset and r["backend"].startswith("pytorch")
+        ]
+        if variants:
+            best = max(variants, key=lambda r: r["train_img_s"])
+            records.append({**best, "backend": "pytorch-baseline"})
+    return records
 
 
 def write_results(records: list[dict], info: dict, args) -> None:
