@@ -116,19 +116,17 @@ def data_parallel() -> Iterator[int]:
     """
     backend = name()
     if backend == "jax":
-        devices = keras.distribution.list_devices()
+        local = keras.distribution.list_devices()
         previous = keras.distribution.distribution()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=local))
         try:
-            yield len(devices)
+            yield len(local)
         finally:
             keras.distribution.set_distribution(previous)
     elif backend == "tensorflow":
         import tensorflow as tf
 
-        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
-        devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
-        strategy = tf.distribute.MirroredStrategy(devices)
+        strategy = tf.distribute.MirroredStrategy(devices())  # all GPUs, else all CPUs
         with strategy.scope():
             yield strategy.num_replicas_in_sync
     else:

@@ -23,12 +23,11 @@ if os.environ.get("KERAS_BACKEND") == "tensorflow":
 from flexseg import backend  # noqa: E402
 from flexseg.config import load_config  # noqa: E402
 from flexseg.training import train  # noqa: E402
-from tests.helpers import TINY_RUN, make_flat_dataset  # noqa: E402
+from tests.helpers import TINY_RUN, TRAIN_VALID_SPLIT, make_flat_dataset  # noqa: E402
 
 RUN = [
     *TINY_RUN,
-    "dataset.split.groups={train:[p01,p02],valid:[p03],test:[]}",
-    "dataset.split.holdout_fraction=0.0",
+    *TRAIN_VALID_SPLIT,
     "trainer.epochs=2",
     "trainer.batch_size=4",
     "trainer.preview_images=0",

@@ -76,6 +76,12 @@ TINY_RUN = [
     "trainer.verbose=0",
 ]
 
+# make_flat_dataset's three patients: two to train on, one to validate on, no test split.
+TRAIN_VALID_SPLIT = [
+    "dataset.split.groups={train:[p01,p02],valid:[p03],test:[]}",
+    "dataset.split.holdout_fraction=0.0",
+]
+
 
 def make_flat_dataset(
     root, groups=("p01", "p02", "p03"), slices=4, size=(32, 32), seed=0

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.helpers import make_flat_dataset, write_png
+from tests.helpers import TRAIN_VALID_SPLIT, make_flat_dataset, write_png
 
 SWEEP_RUN = [
     "dataset.image_size=[16,16]",
-    "dataset.split.groups={train:[p01,p02],valid:[p03],test:[]}",
-    "dataset.split.holdout_fraction=0.0",
+    *TRAIN_VALID_SPLIT,
     "model.num_layers=2",
     "trainer.epochs=1",
     "trainer.batch_size=2",
@@ -35,6 +34,18 @@ def run(module: str, *overrides: str, cwd) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
     )
+
+
+def multirun(tmp_path, *overrides: str):
+    """`flexseg-train -m` on a three-patient dataset; returns the sweep folder."""
+    make_flat_dataset(tmp_path / "data", slices=2, size=(16, 16))
+    sweep = tmp_path / "sweep"
+    result = run(
+        "train", "-m", *overrides, f"dataset.root={tmp_path / 'data'}", *SWEEP_RUN,
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return sweep
 
 
 def test_stats_reports_unknown_colours_and_fails(tmp_path):
@@ -89,19 +100,8 @@ def test_check_names_every_bad_file_and_exits_2(tmp_path):
 
 
 def test_a_sweep_runs_every_combination_and_writes_a_summary(tmp_path):
-    make_flat_dataset(tmp_path / "data", slices=2, size=(16, 16))
-    result = run(
-        "train",
-        "-m",
-        "trainer.learning_rate=0.001,0.0003",
-        "model.base_filters=2,4",
-        f"dataset.root={tmp_path / 'data'}",
-        *SWEEP_RUN,
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    with (tmp_path / "sweep" / "sweep_summary.csv").open() as f:
+    sweep = multirun(tmp_path, "trainer.learning_rate=0.001,0.0003", "model.base_filters=2,4")
+    with (sweep / "sweep_summary.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["job"]) for r in rows] == [0, 1, 2, 3]
     assert {r["overrides"] for r in rows} == {
@@ -111,25 +111,19 @@ def test_a_sweep_runs_every_combination_and_writes_a_summary(tmp_path):
     }
     for r in rows:
         assert 0.0 <= float(r["best_val_fg_dice"]) <= 1.0 and r["backend"]
-        assert (tmp_path / "sweep" / r["job"] / "checkpoints" / "best.keras").is_file()
-    table = (tmp_path / "sweep" / "sweep_summary.md").read_text()
+        assert (sweep / r["job"] / "checkpoints" / "best.keras").is_file()
+    table = (sweep / "sweep_summary.md").read_text()
     assert table.count("\n") == 6 and "model.base_filters=4" in table
 
 
 def test_an_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
-    make_flat_dataset(tmp_path / "data", slices=2, size=(16, 16))
-    result = run(
-        "train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-        f"dataset.root={tmp_path / 'data'}", *SWEEP_RUN, f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    sweep = multirun(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2")
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["name"] == "optuna"
     assert set(best["best_params"]) == {
         "trainer.learning_rate", "model.base_filters", "model.dropout_rate", "loss"
     }  # fmt: skip
-    with (tmp_path / "sweep" / "sweep_summary.csv").open() as f:
+    with (sweep / "sweep_summary.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2
     assert best["best_value"] == pytest.approx(max(float(r["best_val_fg_dice"]) for r in rows))
@@ -154,12 +148,6 @@ def test_the_slurm_launcher_takes_its_settings_from_the_environment(monkeypatch)
 
 
 def test_a_submitit_local_job_trains(tmp_path):
-    make_flat_dataset(tmp_path / "data", slices=2, size=(16, 16))
-    result = run(
-        "train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-        f"dataset.root={tmp_path / 'data'}", *SWEEP_RUN, f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / "sweep" / "0" / "checkpoints" / "best.keras").is_file()
-    assert list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))  # submitit ran it
+    sweep = multirun(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
+    assert (sweep / "0" / "checkpoints" / "best.keras").is_file()
+    assert list((sweep / ".submitit").glob("*/*_result.pkl"))  # submitit ran it

@@ -9,12 +9,11 @@ import pytest
 
 from flexseg.config import load_config
 from flexseg.training import train
-from tests.helpers import TINY_RUN, make_flat_dataset, write_png
+from tests.helpers import TINY_RUN, TRAIN_VALID_SPLIT, make_flat_dataset, write_png
 
 RUN = [
     *TINY_RUN,
-    "dataset.split.groups={train:[p01,p02],valid:[p03],test:[]}",
-    "dataset.split.holdout_fraction=0.0",
+    *TRAIN_VALID_SPLIT,
     "trainer.epochs=2",
     "trainer.batch_size=2",
     "trainer.preview_images=0",

@@ -17,13 +17,12 @@ from flexseg.config import EXIT_INTERRUPTED, load_config
 from flexseg.errors import ConfigError, PreemptedError
 from flexseg.training import train
 from flexseg.training.resume import StopOnSignal, read_resume_state
-from tests.helpers import TINY_RUN, make_flat_dataset
+from tests.helpers import TINY_RUN, TRAIN_VALID_SPLIT, make_flat_dataset
 
 EPOCHS = 10  # long enough that a signal sent after epoch 1 lands mid-run
 TINY = [
     *TINY_RUN,
-    "dataset.split.groups={train:[p01,p02],valid:[p03],test:[]}",
-    "dataset.split.holdout_fraction=0.0",
+    *TRAIN_VALID_SPLIT,
     f"trainer.epochs={EPOCHS}",
     "trainer.batch_size=2",
     "trainer.preview_images=0",
