@@ -57,6 +57,15 @@ def has_gpu() -> bool:
     return any("GPU" in d.upper() or "CUDA" in d.upper() for d in devices())
 
 
+def is_jax_on_cpu() -> bool:
+    """Whether the active backend is JAX computing on the CPU (XLA's CPU code generator)."""
+    if name() != "jax":
+        return False
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
 def cpu_has_bf16_matrix_units() -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX or AVX-512 BF16)."""
     try:

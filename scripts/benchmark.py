@@ -116,6 +116,7 @@ def keras_worker(preset_name: str, args) -> list[dict]:
         {
             "backend": backend.name(),
             "variant": f"keras jit_compile={jit}",
+            "xla_flags": os.environ.get("XLA_FLAGS") if backend.name() == "jax" else None,
             "device": device_name(),
             "params": model.count_params(),
             "train_img_s": round(train, 2),

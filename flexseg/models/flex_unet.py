@@ -8,6 +8,9 @@ from numbers import Real
 
 import keras
 
+from flexseg.models.blocks import BlockConv2DTranspose, BlockMaxPooling2D
+from flexseg.models.initializers import HostGlorotUniform
+
 NORMALIZATIONS = ("none", "batch", "group")
 OUTPUTS = ("softmax", "logits")
 
@@ -123,6 +126,7 @@ class FlexUNet(keras.Model):
                     padding="same",
                     dilation_rate=level_dilation(dilation, level),
                     use_bias=normalization == "none",
+                    kernel_initializer=HostGlorotUniform(),
                     name=f"{prefix}_conv{j}",
                 )(x)
                 x = _normalization(normalization, filters[level], f"{prefix}_norm{j}")(x)
@@ -137,18 +141,25 @@ class FlexUNet(keras.Model):
         skips = []
         for level in range(num_layers):
             if level > 0:
-                x = keras.layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)  # (B, H/2**i, ...)
+                x = BlockMaxPooling2D(2, name=f"enc{level}_pool")(x)  # (B, H/2**i, ...)
             x = conv_block(x, level, f"enc{level}")
             skips.append(x)
 
         for level in range(num_layers - 2, -1, -1):
-            x = keras.layers.Conv2DTranspose(
-                filters[level], 2, strides=2, padding="same", name=f"dec{level}_up"
+            x = BlockConv2DTranspose(
+                filters[level],
+                2,
+                strides=2,
+                padding="same",
+                kernel_initializer=HostGlorotUniform(),
+                name=f"dec{level}_up",
             )(x)
             x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
             x = conv_block(x, level, f"dec{level}")
 
-        x = keras.layers.Conv2D(num_classes, 1, name="head")(x)  # (B, H, W, num_classes)
+        x = keras.layers.Conv2D(
+            num_classes, 1, kernel_initializer=HostGlorotUniform(), name="head"
+        )(x)  # (B, H, W, num_classes)
         # The output stays float32 under mixed precision so losses see full precision.
         act = "softmax" if output == "softmax" else "linear"
         outputs = keras.layers.Activation(act, dtype="float32", name="output")(x)

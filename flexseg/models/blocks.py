@@ -1,0 +1,68 @@
+"""Block-wise resampling layers: Keras' layers, computed another way where that is faster.
+
+A transposed convolution and a max-pooling whose stride equals their window touch each pixel
+in exactly one window, so they need no windowed kernel: the first is one matrix product
+rearranged into blocks, the second a reshape and a max. XLA's CPU backend runs the windowed
+versions (a base-dilated convolution; reduce-window and select-and-scatter) several times
+slower, and in a FlexUNet they took half of each JAX training step (docs/performance.md).
+TensorFlow's and torch's native kernels are as fast or faster, so the block form is used only
+where it was measured to pay, JAX on the CPU. Weights, configs and results are Keras'.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from flexseg import backend
+
+
+def block_form_pays() -> bool:
+    """Whether the block form is the faster one on the active backend and device."""
+    return backend.is_jax_on_cpu()
+
+
+@keras.saving.register_keras_serializable(package="flexseg")
+class BlockConv2DTranspose(keras.layers.Conv2DTranspose):
+    """`keras.layers.Conv2DTranspose`, as a matrix product when ``strides == kernel_size``.
+
+    Each input pixel then writes its own ``kernel_size`` block of the output: a product of
+    its channels with the kernel, ``(C) -> (kh * kw * filters)``, moved into place.
+    """
+
+    def call(self, inputs):
+        if not (
+            block_form_pays()
+            and self.data_format == "channels_last"
+            and tuple(self.strides) == tuple(self.kernel_size)
+            and tuple(self.dilation_rate) == (1, 1)
+        ):
+            return super().call(inputs)
+        kh, kw = self.kernel_size
+        _, height, width, _ = ops.shape(inputs)
+        # kernel: (kh, kw, filters, C); output pixel (h * kh + i, w * kw + j) <- input (h, w)
+        x = ops.einsum("bhwc,ijfc->bhiwjf", inputs, self.kernel)
+        x = ops.reshape(x, (-1, height * kh, width * kw, self.filters))
+        if self.use_bias:
+            x = x + self.bias
+        return self.activation(x) if self.activation is not None else x
+
+
+@keras.saving.register_keras_serializable(package="flexseg")
+class BlockMaxPooling2D(keras.layers.MaxPooling2D):
+    """`keras.layers.MaxPooling2D`, as a reshape and a max when ``strides == pool_size``.
+
+    Height and width must then be multiples of the pool size (FlexUNet's always are).
+    """
+
+    def call(self, inputs):
+        if not (
+            block_form_pays()
+            and self.data_format == "channels_last"
+            and tuple(self.strides) == tuple(self.pool_size)
+        ):
+            return super().call(inputs)
+        ph, pw = self.pool_size
+        _, height, width, channels = ops.shape(inputs)
+        x = ops.reshape(inputs, (-1, height // ph, ph, width // pw, pw, channels))
+        return ops.max(x, axis=(2, 4))  # (B, H / ph, W / pw, C)

@@ -1,0 +1,89 @@
+"""The block forms compute exactly what Keras' own layers do, values and gradients."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from flexseg import backend
+from flexseg.models import blocks
+
+
+def _value_and_input_gradient(layer, x):
+    """Output, and the gradient of a fixed weighted sum of it with respect to `x`."""
+    x = keras.ops.convert_to_tensor(x)
+    weights = keras.ops.convert_to_tensor(
+        np.random.default_rng(1).standard_normal(layer.compute_output_shape(x.shape)), "float32"
+    )
+    if backend.name() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            total = keras.ops.sum(y * weights)
+        grad = tape.gradient(total, x)
+    elif backend.name() == "jax":
+        import jax
+
+        def total(x):
+            return keras.ops.sum(layer(x) * weights)
+
+        y, grad = layer(x), jax.grad(total)(x)
+    else:
+        x.requires_grad_(True)
+        y = layer(x)
+        keras.ops.sum(y * weights).backward()
+        grad = x.grad
+    return keras.ops.convert_to_numpy(y), keras.ops.convert_to_numpy(grad)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda cls: cls(5, 2, strides=2, padding="same"),
+        lambda cls: cls(3, (3, 2), strides=(3, 2), padding="valid", activation="relu"),
+        lambda cls: cls(4, 2, strides=2, use_bias=False),
+    ],
+    ids=["2x2", "3x2-relu", "no-bias"],
+)
+@pytest.mark.parametrize("pays", [True, False], ids=["block", "native"])
+def test_transposed_convolution_matches_keras(make, pays, monkeypatch):
+    x = np.random.default_rng(0).standard_normal((2, 6, 4, 3)).astype("float32")
+    ours, theirs = make(blocks.BlockConv2DTranspose), make(keras.layers.Conv2DTranspose)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    for w in ours.weights:
+        w.assign(np.random.default_rng(2).standard_normal(w.shape))
+    theirs.set_weights(ours.get_weights())
+    monkeypatch.setattr(blocks, "block_form_pays", lambda: pays)
+    got, expected = _value_and_input_gradient(ours, x), _value_and_input_gradient(theirs, x)
+    assert got[0].shape == expected[0].shape
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool", [2, (2, 3)])
+@pytest.mark.parametrize("pays", [True, False], ids=["block", "native"])
+def test_max_pooling_matches_keras(pool, pays, monkeypatch):
+    # Distinct values: where several inputs share a window's maximum, Keras' pooling and a
+    # reduce-max may route the gradient to different ones.
+    x = np.random.default_rng(0).permutation(2 * 8 * 6 * 3).reshape(2, 8, 6, 3).astype("float32")
+    monkeypatch.setattr(blocks, "block_form_pays", lambda: pays)
+    got = _value_and_input_gradient(blocks.BlockMaxPooling2D(pool), x)
+    expected = _value_and_input_gradient(keras.layers.MaxPooling2D(pool), x)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_block_form_is_used_only_by_jax_on_the_cpu():
+    assert blocks.block_form_pays() == (backend.name() == "jax" and not backend.has_gpu())
+
+
+def test_mixed_precision_computes_in_bfloat16(monkeypatch):
+    monkeypatch.setattr(blocks, "block_form_pays", lambda: True)
+    layer = blocks.BlockConv2DTranspose(2, 2, strides=2, dtype="mixed_bfloat16")
+    y = layer(np.ones((1, 2, 2, 3), "float32"))
+    assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
+    assert layer.kernel.dtype == "float32"

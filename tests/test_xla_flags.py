@@ -1,0 +1,46 @@
+"""flexseg turns XLA's CPU YNNPACK fusions off where jaxlib knows the flag, and only there."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import flexseg
+
+OFF = f"{flexseg.YNN_FLAG}="
+
+
+@pytest.mark.parametrize(
+    ("version", "before", "after"),
+    [
+        ((0, 10, 2), None, OFF),
+        (
+            (0, 8, 1),
+            "--xla_force_host_platform_device_count=2",
+            f"--xla_force_host_platform_device_count=2 {OFF}",
+        ),
+        ((0, 8, 0), None, None),  # the flag came in 0.8.1; XLA aborts on flags it lacks
+        ((0, 11, 0), None, None),  # not checked: left to the user
+        (None, None, None),  # no jaxlib
+        (
+            (0, 10, 2),
+            f"{flexseg.YNN_FLAG}=LIBRARY_FUSION_TYPE_DOT",
+            f"{flexseg.YNN_FLAG}=LIBRARY_FUSION_TYPE_DOT",
+        ),
+    ],
+    ids=["current", "appended", "too-old", "unchecked", "no-jaxlib", "user-set"],
+)
+def test_ynnpack_flag(version, before, after, monkeypatch):
+    monkeypatch.setattr(flexseg, "_jaxlib_version", lambda: version)
+    if before is None:
+        monkeypatch.delenv("XLA_FLAGS", raising=False)
+    else:
+        monkeypatch.setenv("XLA_FLAGS", before)
+    flexseg._turn_off_xla_cpu_ynnpack()
+    assert os.environ.get("XLA_FLAGS") == after
+
+
+def test_installed_jaxlib_version_is_read():
+    version = flexseg._jaxlib_version()
+    assert version is None or (len(version) == 3 and version >= (0, 4, 0))
