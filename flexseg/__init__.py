@@ -8,8 +8,8 @@ from importlib import metadata
 # a user who wants it sets TF_CPP_MIN_LOG_LEVEL=0.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# XLA's CPU backend hands convolutions, reductions and element-wise fusions to YNNPACK by
-# default since jaxlib 0.8; on FlexUNet training that is 1.4-1.7x slower than XLA's own code
+# XLA's CPU backend in jaxlib 0.10 hands convolutions, reductions and element-wise fusions to
+# YNNPACK by default; FlexUNet trains 1.4-1.6x slower that way than with XLA's own code
 # (docs/performance.md). XLA reads XLA_FLAGS when JAX first computes, so setting it here,
 # before any model runs, takes effect. Only for the jaxlib versions known to have the flag:
 # XLA aborts on one it does not know. A user's own setting of the flag is left alone.
