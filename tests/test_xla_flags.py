@@ -31,14 +31,31 @@ OFF = f"{flexseg.YNN_FLAG}="
     ],
     ids=["current", "appended", "too-old", "unchecked", "no-jaxlib", "user-set"],
 )
-def test_ynnpack_flag(version, before, after, monkeypatch):
+def test_ynnpack_flag_on_jax(version, before, after, monkeypatch):
     monkeypatch.setattr(flexseg, "_jaxlib_version", lambda: version)
+    monkeypatch.setenv("XLA_FLAGS", before or "")  # so that teardown restores the real one
     if before is None:
-        monkeypatch.delenv("XLA_FLAGS", raising=False)
-    else:
-        monkeypatch.setenv("XLA_FLAGS", before)
-    flexseg._turn_off_xla_cpu_ynnpack()
+        monkeypatch.delenv("XLA_FLAGS")
+    flexseg._turn_off_xla_cpu_ynnpack("jax")
     assert os.environ.get("XLA_FLAGS") == after
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_other_backends_keep_xla_flags(backend, monkeypatch):
+    # TensorFlow's XLA reads XLA_FLAGS too, and may not know the flag.
+    monkeypatch.setattr(flexseg, "_jaxlib_version", lambda: (0, 10, 2))
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    flexseg._turn_off_xla_cpu_ynnpack(backend)
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+
+
+def test_flag_is_set_on_import_exactly_on_jax():
+    import keras
+
+    expected = keras.backend.backend() == "jax" and (0, 8, 1) <= (
+        flexseg._jaxlib_version() or ()
+    ) < (0, 11)
+    assert (OFF in os.environ.get("XLA_FLAGS", "")) == expected
 
 
 def test_installed_jaxlib_version_is_read():

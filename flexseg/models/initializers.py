@@ -1,9 +1,10 @@
-"""Weight initializers drawn by numpy on the host.
+"""Weight initializers drawn by numpy on the host, for JAX.
 
 Keras draws initial weights with the backend's random functions. JAX compiles one XLA
 program per weight shape for that, about half a second each on a 2-core CPU: 11 of the 12 s
 it took to build a 5-level FlexUNet (docs/performance.md). Drawing the same distribution with
-numpy costs milliseconds and gives the same weights on every backend for the same seed.
+numpy costs milliseconds. TensorFlow and torch draw without compiling, and keep Keras' own
+draws (and so the weights, and the trainings, that their seeds gave before).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 import keras
 import numpy as np
 from keras import ops
+
+from flexseg import backend
 
 
 @keras.saving.register_keras_serializable(package="flexseg")
@@ -32,6 +35,13 @@ class HostGlorotUniform(keras.initializers.GlorotUniform):
         limit = math.sqrt(6.0 / max(1.0, fan_in + fan_out))
         values = np.random.default_rng(self.seed).uniform(-limit, limit, size=tuple(shape))
         return ops.convert_to_tensor(values, dtype=dtype or keras.config.floatx())
+
+
+def kernel_initializer() -> keras.initializers.Initializer:
+    """Glorot-uniform for a convolution kernel: drawn with numpy on JAX, by Keras elsewhere."""
+    if backend.name() == "jax":
+        return HostGlorotUniform()
+    return keras.initializers.GlorotUniform()
 
 
 def _fans(shape) -> tuple[float, float]:
