@@ -9,7 +9,6 @@ from numbers import Real
 import keras
 
 from flexseg.models.blocks import BlockConv2DTranspose, BlockMaxPooling2D
-from flexseg.models.initializers import kernel_initializer
 
 NORMALIZATIONS = ("none", "batch", "group")
 OUTPUTS = ("softmax", "logits")
@@ -126,7 +125,6 @@ class FlexUNet(keras.Model):
                     padding="same",
                     dilation_rate=level_dilation(dilation, level),
                     use_bias=normalization == "none",
-                    kernel_initializer=kernel_initializer(),
                     name=f"{prefix}_conv{j}",
                 )(x)
                 x = _normalization(normalization, filters[level], f"{prefix}_norm{j}")(x)
@@ -151,15 +149,12 @@ class FlexUNet(keras.Model):
                 2,
                 strides=2,
                 padding="same",
-                kernel_initializer=kernel_initializer(),
                 name=f"dec{level}_up",
             )(x)
             x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
             x = conv_block(x, level, f"dec{level}")
 
-        x = keras.layers.Conv2D(
-            num_classes, 1, kernel_initializer=kernel_initializer(), name="head"
-        )(x)  # (B, H, W, num_classes)
+        x = keras.layers.Conv2D(num_classes, 1, name="head")(x)  # (B, H, W, num_classes)
         # The output stays float32 under mixed precision so losses see full precision.
         act = "softmax" if output == "softmax" else "linear"
         outputs = keras.layers.Activation(act, dtype="float32", name="output")(x)
