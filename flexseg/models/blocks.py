@@ -45,7 +45,7 @@ class BlockConv2DTranspose(keras.layers.Conv2DTranspose):
         x = ops.reshape(x, (-1, height * kh, width * kw, self.filters))
         if self.use_bias:
             x = x + self.bias
-        return self.activation(x) if self.activation is not None else x
+        return self.activation(x)  # Keras' `activation=None` is the linear function
 
 
 @keras.saving.register_keras_serializable(package="flexseg")

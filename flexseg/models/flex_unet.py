@@ -145,11 +145,7 @@ class FlexUNet(keras.Model):
 
         for level in range(num_layers - 2, -1, -1):
             x = BlockConv2DTranspose(
-                filters[level],
-                2,
-                strides=2,
-                padding="same",
-                name=f"dec{level}_up",
+                filters[level], 2, strides=2, padding="same", name=f"dec{level}_up"
             )(x)
             x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
             x = conv_block(x, level, f"dec{level}")
