@@ -26,6 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from flexseg import backend
 from flexseg.errors import ConfigError, DataError, PreemptedError, TrainingError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -141,6 +142,8 @@ class TrainerConfig:
     workers: int = 1
     use_multiprocessing: bool = False
     jit_compile: Any = "auto"
+    # JAX's compiled programs kept for the next run: auto (~/.cache/flexseg/jax) | none | a folder
+    compile_cache: str = "auto"
     # none | data_parallel | auto (data parallel where JAX or TensorFlow sees several devices)
     distribution: str = "auto"
     # float32 | mixed_float16 | mixed_bfloat16 | auto (measured per device: backend.auto_precision)
@@ -308,6 +311,7 @@ def hydra_app(config_name: str = "train") -> Callable:
             try:
                 plain = _checked(cfg)
                 plain["_run_dir_"] = HydraConfig.get().runtime.output_dir
+                backend.use_compile_cache(plain["trainer"]["compile_cache"])
                 return main(plain)
             except (ConfigError, DataError, TrainingError) as error:
                 print(f"error: {error}", file=sys.stderr)

@@ -74,6 +74,12 @@ def test_a_misspelled_key_stops_the_command_with_its_name(tmp_path):
     assert not (tmp_path / "outputs").exists()  # nothing was started
 
 
+def test_a_compile_cache_that_is_no_folder_stops_the_command(tmp_path):
+    result = run("check", "experiment=demo", "trainer.compile_cache=", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "trainer.compile_cache must be auto, none or a folder" in result.stderr
+
+
 def test_check_prints_the_plan_of_the_builtin_sample_and_exits_0(tmp_path):
     result = run("check", "experiment=demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
