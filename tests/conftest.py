@@ -18,6 +18,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import keras  # noqa: E402  (after the cache settings, which JAX reads at import)
 import pytest  # noqa: E402
 
+from flexseg import backend  # noqa: E402
+
 
 def pytest_report_header(config) -> str:
     return f"keras {keras.__version__}, backend {keras.backend.backend()}"
@@ -27,5 +29,5 @@ def pytest_report_header(config) -> str:
 def _fresh_keras_state():
     """Each test starts from the same seed and an empty Keras name scope."""
     keras.backend.clear_session()
-    keras.utils.set_random_seed(0)
+    backend.set_random_seed(0)
     yield

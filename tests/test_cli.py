@@ -75,7 +75,7 @@ def test_a_misspelled_key_stops_the_command_with_its_name(tmp_path):
 
 
 def test_a_compile_cache_that_is_no_folder_stops_the_command(tmp_path):
-    result = run("check", "experiment=demo", "trainer.compile_cache=", cwd=tmp_path)
+    result = run("stats", "trainer.compile_cache=", cwd=tmp_path)
     assert result.returncode == 2
     assert "trainer.compile_cache must be auto, none or a folder" in result.stderr
 

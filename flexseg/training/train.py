@@ -225,7 +225,7 @@ def _train(cfg: dict, replicas: int) -> dict:
         check_fresh(run_dir)
     else:
         check_same_config(run_dir, clean)
-    keras.utils.set_random_seed(cfg.get("seed", 0))
+    backend.set_random_seed(cfg.get("seed", 0))
     plan = check({**cfg, "_run_dir_": str(run_dir)})  # every problem, before any compute
     log.info("plan:\n%s", plan.describe())
     run_dir.mkdir(parents=True, exist_ok=True)
