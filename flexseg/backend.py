@@ -69,28 +69,36 @@ def is_jax_on_cpu() -> bool:
     return jax.default_backend() == "cpu"
 
 
-def set_random_seed(seed: int) -> None:
-    """`keras.utils.set_random_seed` (Python, NumPy, Keras' generators, torch), without
-    importing TensorFlow into a JAX or torch process.
+@contextlib.contextmanager
+def tensorflow_left_out() -> Iterator[None]:
+    """Keeps Keras from importing TensorFlow into a JAX or torch process.
 
-    Keras also seeds TensorFlow whenever it is installed, for `tf.data` pipelines, which
-    flexseg does not use; importing it for that cost a JAX or torch run 2-5 s of start-up and
-    about 420 MB of memory.
+    Keras looks TensorFlow up whenever it is installed: to seed it (for `tf.data`) and, when
+    it saves a model, to recognise TensorFlow's shape and type objects. flexseg needs neither
+    on JAX and torch, and the import cost a run 2-5 s of start-up and about 420 MB of memory.
+    Inside, Python refuses the import and Keras takes TensorFlow as not installed; afterwards
+    Keras looks it up again, for code that does want it.
     """
     if name() == "tensorflow" or "tensorflow" in sys.modules:
-        keras.utils.set_random_seed(seed)
+        yield
         return
     from keras.src.utils import module_utils
 
     lazy_tensorflow = module_utils.tensorflow
-    sys.modules["tensorflow"] = None  # Python refuses the import: Keras finds nothing to seed
+    sys.modules["tensorflow"] = None
     try:
-        keras.utils.set_random_seed(seed)
+        yield
     finally:
         del sys.modules["tensorflow"]
-        # Keras remembers "not installed"; forget it, for code that does want TensorFlow.
         if lazy_tensorflow.module is None:
-            lazy_tensorflow._available = None
+            lazy_tensorflow._available = None  # Keras remembers "not installed": forget it
+
+
+def set_random_seed(seed: int) -> None:
+    """`keras.utils.set_random_seed` (Python, NumPy, Keras' generators, torch), without
+    importing TensorFlow into a JAX or torch process (`tensorflow_left_out`)."""
+    with tensorflow_left_out():
+        keras.utils.set_random_seed(seed)
 
 
 # The persistent cache of `trainer.compile_cache=auto` keeps the newest programs up to this size.

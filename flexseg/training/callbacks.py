@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from flexseg import backend
 from flexseg.errors import TrainingError
 from flexseg.plots import overlay, save_curves, save_grid
 
@@ -25,7 +26,8 @@ def atomic_save(model: keras.Model, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        model.save(tmp)
+        with backend.tensorflow_left_out():
+            model.save(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
