@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 
@@ -143,3 +147,13 @@ def numeric_gradient(fn, x: np.ndarray, eps: float = 1e-3) -> np.ndarray:
         f_down = float(keras.ops.convert_to_numpy(keras.ops.sum(fn(down))))
         grad[index] = (f_up - f_down) / (2 * eps)
     return grad
+
+
+def run_python(code: str, env: dict[str, str] | None = None) -> str:
+    """Runs `code` in a fresh Python process (this environment unless `env`); its stdout."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env if env is not None else {**os.environ},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout

@@ -4,8 +4,6 @@ are left alone."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -13,6 +11,7 @@ import pytest
 
 from flexseg import backend
 from flexseg.errors import ConfigError
+from tests.helpers import run_python
 
 ON_JAX = backend.name() == "jax"
 SETTINGS = (
@@ -98,10 +97,7 @@ def test_a_process_leaves_its_compiled_programs_for_the_next(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_PERSISTENT")}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     env["XDG_CACHE_HOME"] = str(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_python(code, env)
     folder = Path(tmp_path, "flexseg", "jax")
     programs = sorted(folder.glob("*-cache")) if folder.is_dir() else []
     if ON_JAX:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from flexseg import backend
+from tests.helpers import run_python
 
 PACKAGE = Path(__file__).resolve().parents[1] / "flexseg"
 RULES = {
@@ -61,12 +59,7 @@ def test_seeding_and_checkpoints_leave_tensorflow_out_of_jax_and_torch(tmp_path)
         "from keras.src.utils.module_utils import tensorflow\n"
         "print(tensorflow._available)\n"  # None: looked up again by code that wants it
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ}, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    imported, available = result.stdout.split()[-2:]
+    imported, available = run_python(code).split()[-2:]
     on_tensorflow = backend.name() == "tensorflow"
     assert imported == str(on_tensorflow)
     assert available == ("True" if on_tensorflow else "None")
