@@ -123,7 +123,7 @@ def use_compile_cache(setting: str) -> Path | None:
     """
     if not isinstance(setting, str) or not setting.strip():
         raise ConfigError(
-            "trainer.compile_cache must be auto, none or a folder for JAX's compiled programs. "
+            "compile_cache must be auto, none or a folder for JAX's compiled programs. "
             f"Received: {setting!r}"
         )
     if name() != "jax":

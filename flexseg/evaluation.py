@@ -16,11 +16,29 @@ from pathlib import Path
 
 import numpy as np
 
+from flexseg.config.parse import parse
+from flexseg.config.schema import EvaluateConfig
+from flexseg.data.build import build_datasets, colormap_of, read_spec
+from flexseg.data.checks import scan_samples
 from flexseg.data.masks import ColorMap, decode_mask
 from flexseg.data.reading import IntensityStats, read_image
-from flexseg.data.sources import Sample, natural_key
+from flexseg.data.sources import Sample, find_samples, natural_key
+from flexseg.errors import DataError, PreflightError
 from flexseg.inference import Predictor
+from flexseg.losses import build_loss
 from flexseg.metrics import counts_np, dice_np, hd95, iou_np
+from flexseg.runs import load_run
+
+# The numbers an evaluation leads with, in the order commands print them.
+HEADLINE = (
+    "fg_dice",
+    "fg_dice_image_mean",
+    "fg_dice_volume_mean",
+    "fg_dice_volume_median",
+    "hd95_volume_mean_px",
+    "pixel_accuracy",
+    "loss",
+)
 
 
 def _fg_dice(counts: np.ndarray) -> float:
@@ -30,17 +48,20 @@ def _fg_dice(counts: np.ndarray) -> float:
 def evaluate_samples(
     predictor: Predictor,
     samples: Sequence[Sample],
-    num_classes: int,
+    class_names: Sequence[str],
     colormap: ColorMap | None,
     group_stats: Mapping[str, IntensityStats] | None = None,
-    class_names: Sequence[str] | None = None,
 ) -> tuple[dict, list[dict]]:
     """Predicts each sample and scores it against its mask at the original size.
+
+    Args:
+        class_names: one name per class, background first.
 
     Returns:
         The summary (JSON-ready) and one row per image.
     """
-    names = list(class_names or [f"class_{i}" for i in range(num_classes)])
+    names = list(class_names)
+    num_classes = len(names)
     total = np.zeros((num_classes, 3), np.int64)
     rows, volumes = [], {}
     for sample in sorted(samples, key=lambda s: natural_key(s.name)):
@@ -125,58 +146,47 @@ def write_evaluation(out_dir: str | Path, summary: dict, rows: list[dict]) -> li
     return [json_path, csv_path, rows_path]
 
 
-def evaluate(cfg: dict) -> dict:
-    """Evaluates a training run (`cfg["run_dir"]`) on a split (`cfg["split"]`, default test).
+def evaluate(cfg: EvaluateConfig | Mapping) -> dict:
+    """Evaluates a training run (`cfg.run_dir`) on one of its splits (`cfg.split`).
 
-    Uses the run's own config and its checkpoint (`cfg["checkpoint"]`, default the run's
+    Uses the run's own config and its checkpoint (`cfg.checkpoint`, default the run's
     `trainer.select_checkpoint`); writes `evaluation/<split>/` in the run, or
     `evaluation/<split>_<checkpoint>/` for the checkpoint the run did not select.
+
+    Args:
+        cfg: an `EvaluateConfig`, or a dict of the same keys.
 
     Returns:
         The summary, with the loss and the folder it was written to.
     """
-    from flexseg.data.build import build_datasets, colormap_of, spec_of
-    from flexseg.data.sources import find_samples
-    from flexseg.errors import ConfigError, DataError
-    from flexseg.losses import build_loss
-    from flexseg.preflight import PreflightError, scan_samples
-    from flexseg.runs import load_run
-
-    if not cfg.get("run_dir"):
-        raise ConfigError("evaluate needs run_dir=<folder of a training run>")
-    run_cfg, model, checkpoint = load_run(cfg["run_dir"], cfg.get("checkpoint"))
-    split = cfg.get("split", "test")
-    splits = find_samples(run_cfg["dataset"], run_cfg.get("seed", 0))
-    if not splits.get(split):
-        raise DataError(f"split {split!r} of dataset {run_cfg['dataset']['name']} has no images")
-    colormap = colormap_of(run_cfg["dataset"])
-    problems = scan_samples(splits[split], run_cfg["dataset"], spec_of(run_cfg), colormap)[1]
+    cfg = parse(EvaluateConfig, cfg)
+    run = load_run(cfg.run_dir, cfg.checkpoint)
+    dataset = run.cfg.dataset
+    splits = find_samples(dataset, run.cfg.seed)
+    if not splits.get(cfg.split):
+        raise DataError(f"split {cfg.split!r} of dataset {dataset.name} has no images")
+    colormap = colormap_of(dataset)
+    spec = read_spec(dataset, run.model.size_multiple)
+    problems = scan_samples(splits[cfg.split], dataset.num_classes, spec, colormap)[1]
     if problems:
-        raise PreflightError(problems)
-    data = build_datasets(run_cfg, splits, workers=1, only=split)[split]
-    num_classes = run_cfg["dataset"]["num_classes"]
-    from_logits = run_cfg["model"].get("output") == "logits"
-    model.compile(loss=build_loss(run_cfg["loss"], num_classes, from_logits))
-    loss = float(model.evaluate(data, verbose=0))
-    predictor = Predictor(model, data.spec, tta=cfg.get("tta", "none"), from_logits=from_logits)
+        raise PreflightError(problems, "nothing was evaluated")
+    data = build_datasets(run.cfg, splits, spec, colormap, workers=1, only=cfg.split)[cfg.split]
+    from_logits = run.cfg.model.from_logits
+    run.model.compile(loss=build_loss(run.cfg.loss, dataset.num_classes, from_logits))
+    loss = float(run.model.evaluate(data, verbose=0))
+    predictor = Predictor(run.model, spec, tta=cfg.tta, from_logits=from_logits)
     summary, rows = evaluate_samples(
-        predictor,
-        splits[split],
-        num_classes,
-        colormap,
-        data.group_stats,
-        run_cfg["dataset"].get("class_names"),
+        predictor, splits[cfg.split], dataset.names, colormap, data.group_stats
     )
     summary = {
-        "split": split,
-        "checkpoint": checkpoint,
+        "split": cfg.split,
+        "checkpoint": run.checkpoint,
         "loss": loss,
         "tta": predictor.tta,
         **summary,
     }
-    selected = run_cfg["trainer"].get("select_checkpoint", "best")
-    name = split if checkpoint == selected else f"{split}_{checkpoint}"
-    out_dir = Path(cfg["run_dir"]) / "evaluation" / name
+    name = cfg.split if run.selected else f"{cfg.split}_{run.checkpoint}"
+    out_dir = run.run_dir / "evaluation" / name
     write_evaluation(out_dir, summary, rows)
     summary["written_to"] = str(out_dir)
     return summary

@@ -19,6 +19,11 @@ import cv2
 import keras
 import numpy as np
 
+from flexseg.config.parse import parse
+from flexseg.config.schema import TTA_MODES, InferConfig
+from flexseg.data.build import colormap_of, read_spec
+from flexseg.data.checks import input_problems
+from flexseg.data.dataset import compute_group_stats
 from flexseg.data.masks import ColorMap, write_palette_png
 from flexseg.data.pairing import list_images
 from flexseg.data.reading import (
@@ -31,10 +36,11 @@ from flexseg.data.reading import (
     to_model_input,
     to_unit,
 )
-from flexseg.errors import DataError
+from flexseg.data.sources import Sample
+from flexseg.data.splits import group_of
+from flexseg.errors import DataError, PreflightError
 from flexseg.plots import overlay
-
-TTA_MODES = ("none", "flip")
+from flexseg.runs import load_run
 
 
 def gaussian_weights(height: int, width: int, sigma_scale: float = 0.125) -> np.ndarray:
@@ -236,50 +242,40 @@ def predict_files(
     return plan
 
 
-def infer(cfg: dict) -> list[dict[str, Path]]:
-    """Predicts `cfg["input"]` (a folder, an image or a list file) with a training run's
-    checkpoint (`cfg["checkpoint"]`, default the run's choice) into `cfg["output"]`
+def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
+    """Predicts `cfg.input` (a folder, an image, a list file or a list of images) with a
+    training run's checkpoint (`cfg.checkpoint`, default the run's choice) into `cfg.output`
     (default `<run_dir>/predictions`).
 
     Images of one group (the dataset's `group_regex` on the file name) share intensity
     statistics, as in training; `overwrite`, `tta` and `save_probabilities` apply.
-    """
-    from flexseg.data.build import colormap_of, spec_of
-    from flexseg.data.dataset import compute_group_stats
-    from flexseg.data.sources import Sample
-    from flexseg.data.splits import group_of
-    from flexseg.errors import ConfigError
-    from flexseg.preflight import PreflightError, input_problems
-    from flexseg.runs import load_run
 
-    if not cfg.get("run_dir") or not cfg.get("input"):
-        raise ConfigError("infer needs run_dir=<training run> and input=<image folder or file>")
-    run_cfg, model, _ = load_run(cfg["run_dir"], cfg.get("checkpoint"))
-    dataset = run_cfg["dataset"]
-    spec = spec_of(run_cfg)
-    images = find_inputs(cfg["input"])
+    Args:
+        cfg: an `InferConfig`, or a dict of the same keys.
+    """
+    cfg = parse(InferConfig, cfg)
+    run = load_run(cfg.run_dir, cfg.checkpoint)
+    dataset = run.cfg.dataset
+    spec = read_spec(dataset, run.model.size_multiple)
+    images = find_inputs(cfg.input)
     problems = input_problems(images)
     if problems:
-        raise PreflightError(problems)
-    regex = dataset.get("group_regex")
+        raise PreflightError(problems, "nothing was predicted")
     groups = {}
     for path in images:
         try:
-            groups[path] = group_of(path.stem, regex) if regex else path.stem
+            groups[path] = (
+                group_of(path.stem, dataset.group_regex) if dataset.group_regex else path.stem
+            )
         except DataError:
             groups[path] = path.stem  # a file of no known group is its own group
     stats = None
     if spec.normalize == "group_zscore":
         samples = [Sample(p, None, groups[p]) for p in images]
         stats = compute_group_stats(samples, spec)
-    predictor = Predictor(
-        model,
-        spec,
-        tta=cfg.get("tta", "none"),
-        from_logits=run_cfg["model"].get("output") == "logits",
-    )
-    colormap = colormap_of(dataset) or ColorMap.default(dataset["num_classes"])
-    output = Path(cfg.get("output") or Path(cfg["run_dir"]) / "predictions")
+    predictor = Predictor(run.model, spec, tta=cfg.tta, from_logits=run.cfg.model.from_logits)
+    colormap = colormap_of(dataset) or ColorMap.default(dataset.num_classes)
+    output = Path(cfg.output) if cfg.output else run.run_dir / "predictions"
     return predict_files(
         predictor,
         images,
@@ -287,6 +283,6 @@ def infer(cfg: dict) -> list[dict[str, Path]]:
         colormap,
         stats,
         groups,
-        overwrite=cfg.get("overwrite", False),
-        save_probabilities=cfg.get("save_probabilities", False),
+        overwrite=cfg.overwrite,
+        save_probabilities=cfg.save_probabilities,
     )

@@ -1,14 +1,19 @@
-"""Segmentation losses: pure functions in keras.ops, and thin serializable Loss classes.
+"""Segmentation losses: a pure function in keras.ops and a thin Loss class per loss, by name.
 
 All functions take one-hot targets `y_true` and class probabilities `y_pred`, both
-(B, H, W, K); set `from_logits=True` on the classes for models with `output="logits"`.
+(B, H, W, K), and every parameter explicitly: the defaults are those of the classes, which
+are the config's; set `from_logits=True` on the classes for models with `output="logits"`.
 Soft Dice and Tversky are computed over the whole batch per class ("batch Dice"), which is
 stable when many images hold no foreground.
+
+Adding a loss is one function, one class registered under a name, and `conf/loss/<name>.yaml`:
+the class's constructor arguments are its config keys, their defaults the defaults.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Sequence
 
 import keras
 from keras import ops
@@ -16,7 +21,7 @@ from keras import ops
 from flexseg.errors import ConfigError
 
 EPSILON = 1e-7
-LOSSES = ("ce", "dice", "ce_dice", "focal", "tversky")
+LOSSES: dict[str, type[SegmentationLoss]] = {}
 
 
 def categorical_crossentropy(y_true, y_pred, class_weights: Sequence[float] | None = None):
@@ -32,12 +37,44 @@ def categorical_crossentropy(y_true, y_pred, class_weights: Sequence[float] | No
     return ops.mean(ops.sum(per_class, axis=-1), axis=(1, 2))
 
 
-def focal_crossentropy(y_true, y_pred, gamma: float = 2.0):
+def focal_crossentropy(y_true, y_pred, gamma: float):
     """Focal loss: cross-entropy scaled by (1 - p_true)**gamma; (B,) mean over pixels."""
     y_true, y_pred = _tensors(y_true, y_pred)
     y_pred = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
     p_true = ops.sum(y_true * y_pred, axis=-1)  # (B, H, W)
     return ops.mean(-((1.0 - p_true) ** gamma) * ops.log(p_true), axis=(1, 2))
+
+
+def soft_dice_loss(y_true, y_pred, include_background: bool, smooth: float):
+    """1 - mean soft Dice over classes (foreground only by default); a scalar."""
+    y_true, y_pred = _tensors(y_true, y_pred)
+    tp, fp, fn = _class_sums(y_true, y_pred)
+    dice = (2.0 * tp + smooth) / (2.0 * tp + fp + fn + smooth)
+    return 1.0 - ops.mean(_select(dice, include_background))
+
+
+def tversky_loss(
+    y_true, y_pred, alpha: float, beta: float, include_background: bool, smooth: float
+):
+    """1 - mean Tversky index; `alpha` weighs false positives, `beta` false negatives."""
+    y_true, y_pred = _tensors(y_true, y_pred)
+    tp, fp, fn = _class_sums(y_true, y_pred)
+    index = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+    return 1.0 - ops.mean(_select(index, include_background))
+
+
+def ce_dice_loss(
+    y_true,
+    y_pred,
+    class_weights: Sequence[float] | None,
+    dice_weight: float,
+    include_background: bool,
+    smooth: float,
+):
+    """Cross-entropy per image plus `dice_weight` x the batch's soft Dice loss; (B,)."""
+    dice = soft_dice_loss(y_true, y_pred, include_background, smooth)
+    ce = categorical_crossentropy(y_true, y_pred, class_weights)
+    return ce + dice_weight * dice * _ones(y_true)
 
 
 def _tensors(y_true, y_pred):
@@ -56,123 +93,166 @@ def _select(per_class, include_background: bool):
     return per_class if include_background else per_class[1:]
 
 
-def soft_dice_loss(y_true, y_pred, include_background: bool = False, smooth: float = 1.0):
-    """1 - mean soft Dice over classes (foreground only by default); a scalar."""
-    y_true, y_pred = _tensors(y_true, y_pred)
-    tp, fp, fn = _class_sums(y_true, y_pred)
-    dice = (2.0 * tp + smooth) / (2.0 * tp + fp + fn + smooth)
-    return 1.0 - ops.mean(_select(dice, include_background))
+def _ones(y_true):
+    """(B,) ones: spreads a batch-level term over the per-image losses."""
+    return ops.ones(ops.shape(y_true)[:1], dtype="float32")
 
 
-def tversky_loss(
-    y_true,
-    y_pred,
-    alpha: float = 0.3,
-    beta: float = 0.7,
-    include_background: bool = False,
-    smooth: float = 1.0,
-):
-    """1 - mean Tversky index; `alpha` weighs false positives, `beta` false negatives."""
-    y_true, y_pred = _tensors(y_true, y_pred)
-    tp, fp, fn = _class_sums(y_true, y_pred)
-    index = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
-    return 1.0 - ops.mean(_select(index, include_background))
+def register_loss(name: str) -> Callable[[type], type]:
+    """Class decorator: makes a loss serializable and known to configs as `loss=<name>`."""
+
+    def register(cls: type[SegmentationLoss]) -> type[SegmentationLoss]:
+        cls.loss_name = name
+        LOSSES[name] = keras.saving.register_keras_serializable(package="flexseg")(cls)
+        return cls
+
+    return register
 
 
-@keras.saving.register_keras_serializable(package="flexseg")
+def loss_class(name: str) -> type[SegmentationLoss]:
+    """The loss class registered as `name`."""
+    if name not in LOSSES:
+        raise ConfigError(f"loss.name must be one of {tuple(LOSSES)}. Received: {name!r}")
+    return LOSSES[name]
+
+
 class SegmentationLoss(keras.losses.Loss):
-    """One of flexseg's losses by name, serializable with the model.
+    """Base of flexseg's losses: float32 maths, softmax for logit models, `compute` per loss.
 
     Args:
-        kind: `"ce"`, `"dice"`, `"ce_dice"` (CE + `dice_weight` x Dice), `"focal"`,
-            `"tversky"`.
         from_logits: the model outputs logits, not probabilities.
-        class_weights: per-class weights of the cross-entropy term.
-        include_background: count class 0 in Dice and Tversky.
-        dice_weight: weight of the Dice term in `"ce_dice"`.
-        gamma: focal exponent. alpha, beta: Tversky weights of FP and FN.
-        smooth: added to numerator and denominator of Dice and Tversky.
+        **kwargs: `name`, `reduction` and the rest of `keras.losses.Loss`.
     """
 
-    def __init__(
-        self,
-        kind: str = "ce_dice",
-        from_logits: bool = False,
-        class_weights: Sequence[float] | None = None,
-        include_background: bool = False,
-        dice_weight: float = 1.0,
-        gamma: float = 2.0,
-        alpha: float = 0.3,
-        beta: float = 0.7,
-        smooth: float = 1.0,
-        name: str | None = None,
-        **kwargs,
-    ):
-        if kind not in LOSSES:
-            raise ConfigError(f"`loss.name` must be one of {LOSSES}. Received: {kind!r}")
+    loss_name = ""
+
+    def __init__(self, from_logits: bool = False, **kwargs):
         kwargs.setdefault("reduction", "sum_over_batch_size")
-        super().__init__(name=name or kind, **kwargs)
-        self.kind = kind
+        kwargs.setdefault("name", self.loss_name)
+        super().__init__(**kwargs)
         self.from_logits = from_logits
-        self.class_weights = list(class_weights) if class_weights is not None else None
-        self.include_background = include_background
-        self.dice_weight = dice_weight
-        self.gamma = gamma
-        self.alpha = alpha
-        self.beta = beta
-        self.smooth = smooth
 
     def call(self, y_true, y_pred):
         y_pred = ops.cast(y_pred, "float32")
         y_true = ops.cast(y_true, "float32")
         if self.from_logits:
             y_pred = ops.softmax(y_pred, axis=-1)
-        if self.kind == "focal":
-            return focal_crossentropy(y_true, y_pred, self.gamma)
-        if self.kind == "ce":
-            return categorical_crossentropy(y_true, y_pred, self.class_weights)
-        # Batch-level terms, spread over the (B,) per-sample losses.
-        ones = ops.ones(ops.shape(y_true)[:1], dtype="float32")
-        if self.kind == "tversky":
-            return ones * tversky_loss(
-                y_true, y_pred, self.alpha, self.beta, self.include_background, self.smooth
-            )
-        dice = soft_dice_loss(y_true, y_pred, self.include_background, self.smooth)
-        if self.kind == "dice":
-            return ones * dice
-        ce = categorical_crossentropy(y_true, y_pred, self.class_weights)
-        return ce + self.dice_weight * dice * ones
+        return self.compute(y_true, y_pred)
+
+    def compute(self, y_true, y_pred):
+        """The (B,) loss of probabilities `y_pred` against one-hot `y_true`."""
+        raise NotImplementedError
+
+    def arguments(self) -> dict:
+        """The loss's own constructor arguments (its config keys) and their values."""
+        names = inspect.signature(type(self).__init__).parameters
+        return {n: getattr(self, n) for n in names if n not in ("self", "kwargs")}
 
     def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "kind": self.kind,
-            "from_logits": self.from_logits,
-            "class_weights": self.class_weights,
-            "include_background": self.include_background,
-            "dice_weight": self.dice_weight,
-            "gamma": self.gamma,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "smooth": self.smooth,
-        }
+        return {**super().get_config(), "from_logits": self.from_logits, **self.arguments()}
 
 
-def build_loss(loss: Mapping, num_classes: int, from_logits: bool = False) -> SegmentationLoss:
-    """The loss a `loss` config describes."""
-    weights = loss.get("class_weights")
+@register_loss("ce")
+class CrossEntropy(SegmentationLoss):
+    """Categorical cross-entropy; `class_weights` scales each pixel by its true class."""
+
+    def __init__(self, class_weights: list[float] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.class_weights = list(class_weights) if class_weights is not None else None
+
+    def compute(self, y_true, y_pred):
+        return categorical_crossentropy(y_true, y_pred, self.class_weights)
+
+
+@register_loss("dice")
+class DiceLoss(SegmentationLoss):
+    """Soft Dice over the batch; `include_background` counts class 0."""
+
+    def __init__(self, include_background: bool = False, smooth: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.include_background = include_background
+        self.smooth = smooth
+
+    def compute(self, y_true, y_pred):
+        return _ones(y_true) * soft_dice_loss(y_true, y_pred, self.include_background, self.smooth)
+
+
+@register_loss("ce_dice")
+class CrossEntropyDice(SegmentationLoss):
+    """Cross-entropy plus `dice_weight` x soft Dice over the foreground classes."""
+
+    def __init__(
+        self,
+        class_weights: list[float] | None = None,
+        dice_weight: float = 1.0,
+        include_background: bool = False,
+        smooth: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.class_weights = list(class_weights) if class_weights is not None else None
+        self.dice_weight = dice_weight
+        self.include_background = include_background
+        self.smooth = smooth
+
+    def compute(self, y_true, y_pred):
+        return ce_dice_loss(
+            y_true,
+            y_pred,
+            self.class_weights,
+            self.dice_weight,
+            self.include_background,
+            self.smooth,
+        )
+
+
+@register_loss("focal")
+class FocalLoss(SegmentationLoss):
+    """Focal cross-entropy: easy pixels down-weighted by (1 - p)**gamma."""
+
+    def __init__(self, gamma: float = 2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.gamma = gamma
+
+    def compute(self, y_true, y_pred):
+        return focal_crossentropy(y_true, y_pred, self.gamma)
+
+
+@register_loss("tversky")
+class TverskyLoss(SegmentationLoss):
+    """Tversky: Dice with `alpha` weighing false positives and `beta` false negatives."""
+
+    def __init__(
+        self,
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        include_background: bool = False,
+        smooth: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.alpha = alpha
+        self.beta = beta
+        self.include_background = include_background
+        self.smooth = smooth
+
+    def compute(self, y_true, y_pred):
+        index = tversky_loss(
+            y_true, y_pred, self.alpha, self.beta, self.include_background, self.smooth
+        )
+        return _ones(y_true) * index
+
+
+def build_loss(loss, num_classes: int, from_logits: bool = False) -> SegmentationLoss:
+    """The loss a `loss` config section describes (`flexseg.config.loss_schema`).
+
+    Raises:
+        ConfigError: class weights that do not give one weight per class.
+    """
+    arguments = loss.arguments()
+    weights = arguments.get("class_weights")
     if weights is not None and len(weights) != num_classes:
         raise ConfigError(
             f"loss.class_weights has {len(weights)} values but there are {num_classes} classes."
         )
-    return SegmentationLoss(
-        kind=loss.get("name", "ce_dice"),
-        from_logits=from_logits,
-        class_weights=weights,
-        include_background=loss.get("include_background", False),
-        dice_weight=loss.get("dice_weight", 1.0),
-        gamma=loss.get("gamma", 2.0),
-        alpha=loss.get("alpha", 0.3),
-        beta=loss.get("beta", 0.7),
-        smooth=loss.get("smooth", 1.0),
-    )
+    return loss_class(loss.name)(from_logits=from_logits, **arguments)

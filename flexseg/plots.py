@@ -1,15 +1,16 @@
-"""Pictures: mask overlays, image grids, bar charts and training curves (PNG files)."""
+"""Pictures: mask overlays, image grids, bar charts and training curves (PNG files).
+
+Figures are drawn with matplotlib's object API straight into files: no pyplot, so the
+plotting backend of the process (a notebook's, say) is never touched and no display is needed.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 # Overlay colours per class id (background is left uncoloured).
 OVERLAY_COLORS = np.array(
@@ -62,9 +63,8 @@ def save_grid(
 ) -> Path:
     """Saves RGB pictures laid out in rows as one PNG."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(2.4 * n_cols, 2.4 * n_rows + 0.4), squeeze=False
-    )
+    fig = Figure(figsize=(2.4 * n_cols, 2.4 * n_rows + 0.4))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for r, row in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r][c]
@@ -88,7 +88,6 @@ def save_grid(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return Path(path)
 
 
@@ -96,7 +95,8 @@ def save_bars(path: str | Path, groups: Mapping[str, Mapping[str, float]], title
     """Grouped bar chart: `groups` maps a series (e.g. a split) to {label: value}."""
     labels = sorted({k for values in groups.values() for k in values})
     width = 0.8 / max(len(groups), 1)
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(labels) * len(groups)), 3.2))
+    fig = Figure(figsize=(max(4, 1.2 * len(labels) * len(groups)), 3.2))
+    ax = fig.subplots()
     for i, (series, values) in enumerate(groups.items()):
         xs = np.arange(len(labels)) + i * width
         ax.bar(xs, [values.get(k, 0) for k in labels], width, label=series)
@@ -106,7 +106,6 @@ def save_bars(path: str | Path, groups: Mapping[str, Mapping[str, float]], title
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return Path(path)
 
 
@@ -114,7 +113,8 @@ def save_curves(
     path: str | Path, history: Mapping[str, Sequence[float]], keys: Sequence[str], title: str
 ) -> Path:
     """Line plot of the named history series against the epoch."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     for key in keys:
         if key in history and len(history[key]):
             ax.plot(np.arange(1, len(history[key]) + 1), history[key], marker=".", label=key)
@@ -124,5 +124,4 @@ def save_curves(
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return Path(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -10,17 +11,25 @@ import keras
 import flexseg.losses
 import flexseg.metrics
 import flexseg.models  # noqa: F401  (registers the classes a checkpoint names)
-from flexseg.config import read_config
+from flexseg.config.files import read_config
+from flexseg.config.parse import as_dict, parse
+from flexseg.config.schema import TrainConfig, loss_schema
 from flexseg.errors import ConfigError, DataError
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINTS = "checkpoints"
+# Keys a run's config.yaml held before each command had its own config: the settings of
+# evaluate, infer and preview-augment, written with every training run and never used by it.
+RETIRED_KEYS = (
+    "run_dir", "input", "output", "overwrite", "tta", "save_probabilities", "split",
+    "checkpoint", "preview_samples",
+)  # fmt: skip
 
 
-def new_run_dir(cfg: dict) -> Path:
+def new_run_dir(cfg: TrainConfig) -> Path:
     """A fresh `outputs/<dataset>/<time>` folder for a run started outside Hydra."""
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    base = Path("outputs") / cfg["dataset"]["name"] / stamp
+    base = Path("outputs") / cfg.dataset.name / stamp
     path, n = base, 1
     while path.exists():
         path, n = base.with_name(f"{stamp}_{n}"), n + 1
@@ -36,9 +45,32 @@ def check_fresh(run_dir: Path) -> None:
         )
 
 
-def check_same_config(run_dir: Path, cfg: dict) -> None:
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The training config a run was started with (its `config.yaml`), typed.
+
+    Configs of older flexseg versions are read too: they held the keys of other commands
+    (`RETIRED_KEYS`) and every loss's parameters in one `loss` section; those are dropped.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"run_dir={run_dir} holds no {CONFIG_FILE}; give the folder of a training run."
+        )
+    saved = read_config(path)
+    for key in RETIRED_KEYS:
+        saved.pop(key, None)
+    loss = saved.get("loss")
+    if isinstance(loss, dict) and "name" in loss:
+        known = loss_schema(loss["name"]).__dataclass_fields__
+        saved["loss"] = {k: v for k, v in loss.items() if k in known}
+    try:
+        return parse(TrainConfig, saved)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from error
+
+
+def check_same_config(run_dir: Path, cfg: TrainConfig) -> None:
     """Refuses to resume a run with settings other than those it was started with."""
-    saved = read_config(run_dir / CONFIG_FILE)
 
     def flat(d, prefix=""):
         out = {}
@@ -46,7 +78,7 @@ def check_same_config(run_dir: Path, cfg: dict) -> None:
             out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
         return out
 
-    before, now = flat(saved), flat(cfg)
+    before, now = flat(as_dict(read_run_config(run_dir))), flat(as_dict(cfg))
     changed = sorted(
         k for k in before.keys() | now.keys()
         if k != "trainer.resume" and before.get(k) != now.get(k)
@@ -59,22 +91,34 @@ def check_same_config(run_dir: Path, cfg: dict) -> None:
         )
 
 
-def load_run(run_dir: str | Path, checkpoint: str | None = None) -> tuple[dict, keras.Model, str]:
-    """The config, the model and the checkpoint's name of a finished training run.
+@dataclass
+class Run:
+    """A finished training run: its folder, config, loaded model and checkpoint.
+
+    `checkpoint` is `best` or `last`; `selected` says whether it is the one the run chose
+    (`trainer.select_checkpoint`).
+    """
+
+    run_dir: Path
+    cfg: TrainConfig
+    model: keras.Model
+    checkpoint: str
+
+    @property
+    def selected(self) -> bool:
+        return self.checkpoint == self.cfg.trainer.select_checkpoint
+
+
+def load_run(run_dir: str | Path, checkpoint: str | None = None) -> Run:
+    """The config and model of a training run, from its best or last checkpoint.
 
     Args:
         run_dir: the run's folder (it holds `config.yaml` and `checkpoints/`).
         checkpoint: `"best"` or `"last"`; None takes the run's `trainer.select_checkpoint`.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(
-            f"run_dir={run_dir} holds no {CONFIG_FILE}; give the folder of a training run."
-        )
-    cfg = read_config(run_dir / CONFIG_FILE)
-    checkpoint = checkpoint or cfg["trainer"].get("select_checkpoint", "best")
-    if checkpoint not in ("best", "last"):
-        raise ConfigError(f"checkpoint must be best or last. Received: checkpoint={checkpoint!r}")
+    cfg = read_run_config(run_dir)
+    checkpoint = checkpoint or cfg.trainer.select_checkpoint
     path = run_dir / CHECKPOINTS / f"{checkpoint}.keras"
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist; was the run trained to an epoch end?")
@@ -84,7 +128,7 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> tuple[dict, 
         raise DataError(
             f"cannot load checkpoint {path}: {type(error).__name__}: {error}"
         ) from error
-    expected = (cfg["model"]["input_shape"][-1], cfg["model"]["num_classes"])
+    expected = (cfg.model.input_shape[-1], cfg.model.num_classes)
     found = (model.input_shape[-1], model.output_shape[-1])
     if found != expected:
         raise DataError(
@@ -92,4 +136,4 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> tuple[dict, 
             f"predicts {found[1]} classes, the run's config {expected[0]} and {expected[1]}; "
             "put the run's own checkpoint back or use its run_dir."
         )
-    return cfg, model, checkpoint
+    return Run(run_dir, cfg, model, checkpoint)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-from flexseg.config import read_config
 
 COLUMNS = [
     "job",
@@ -22,9 +21,13 @@ COLUMNS = [
 ]
 
 
-def sweep_rows(sweep_dir: str | Path) -> list[dict]:
+def sweep_rows(sweep_dir: str | Path, overrides: Mapping[str, Sequence[str]]) -> list[dict]:
     """One row per finished run of a sweep folder (its numbered sub-folders), in job order,
-    with the overrides that set it apart from the other runs."""
+    with the overrides that set it apart from the other runs.
+
+    Args:
+        overrides: the command-line overrides of each job, by its sub-folder's name.
+    """
     rows = []
     jobs = [p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()]
     for job in sorted(jobs, key=lambda p: int(p.name)):
@@ -32,14 +35,12 @@ def sweep_rows(sweep_dir: str | Path) -> list[dict]:
         if not summary_path.is_file():
             continue  # a run that failed or is still going
         summary = json.loads(summary_path.read_text())
-        overrides_path = job / ".hydra" / "overrides.yaml"
-        overrides = read_config(overrides_path) if overrides_path.is_file() else []
         evaluation = job / "evaluation" / "test" / "evaluation.json"
         tested = json.loads(evaluation.read_text()) if evaluation.is_file() else {}
         rows.append(
             {
                 "job": int(job.name),
-                "overrides": list(overrides),
+                "overrides": list(overrides.get(job.name, ())),
                 "backend": summary["backend"],
                 "epochs_run": summary["epochs_run"],
                 "best_epoch": summary["best_epoch"],
@@ -57,10 +58,13 @@ def sweep_rows(sweep_dir: str | Path) -> list[dict]:
     return rows
 
 
-def write_sweep_summary(sweep_dir: str | Path) -> list[Path]:
-    """Writes `sweep_summary.csv` and `sweep_summary.md` into the sweep folder."""
+def write_sweep_summary(
+    sweep_dir: str | Path, overrides: Mapping[str, Sequence[str]]
+) -> list[Path]:
+    """Writes `sweep_summary.csv` and `sweep_summary.md` into the sweep folder; `overrides`
+    as in `sweep_rows`."""
     sweep_dir = Path(sweep_dir)
-    rows = sweep_rows(sweep_dir)
+    rows = sweep_rows(sweep_dir, overrides)
     csv_path = sweep_dir / "sweep_summary.csv"
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)

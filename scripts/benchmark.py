@@ -73,10 +73,10 @@ def keras_worker(preset_name: str, args) -> list[dict]:
     import numpy as np
 
     from flexseg import backend
-    from flexseg.losses import build_loss
+    from flexseg.losses import CrossEntropyDice
     from flexseg.metrics import segmentation_metrics
     from flexseg.models import FlexUNet, forward_flops
-    from flexseg.training.train import resolve_jit_compile
+    from flexseg.training.setup import resolve_jit_compile
 
     preset = PRESETS[preset_name]
     keras.mixed_precision.set_global_policy(args.precision)
@@ -87,11 +87,12 @@ def keras_worker(preset_name: str, args) -> list[dict]:
         base_filters=preset["base_filters"],
         base_kernels=preset["base_kernels"],
         num_layers=preset["num_layers"],
+        normalization="none",  # as the hand-written baseline
     )
     jit = resolve_jit_compile(args.jit_compile)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
-        loss=build_loss({"name": "ce_dice"}, 2),
+        loss=CrossEntropyDice(),
         metrics=segmentation_metrics(2),
         jit_compile=jit,
     )
@@ -192,7 +193,7 @@ def torch_worker(preset_name: str, args) -> list[dict]:
 
 
 def loader_worker(preset_name: str, args) -> list[dict]:
-    from flexseg.config import load_config
+    from flexseg.config.compose import load_config
     from flexseg.data.build import build_datasets
     from flexseg.data.sources import find_samples
 
@@ -207,7 +208,7 @@ def loader_worker(preset_name: str, args) -> list[dict]:
         *args.loader_overrides,
     ]
     cfg = load_config(overrides)
-    splits = find_samples(cfg["dataset"], cfg["seed"])
+    splits = find_samples(cfg.dataset, cfg.seed)
     every = [s for samples in splits.values() for s in samples]
     data = build_datasets(cfg, {"train": every})["train"]
     data[0]
@@ -385,6 +386,9 @@ def main() -> None:
         args.jit_compile = args.jit_compile == "true"
 
     if args.worker:
+        from flexseg.runtime import prepare_process
+
+        prepare_process()  # as flexseg's commands do
         worker = {"keras": keras_worker, "torch": torch_worker, "loader": loader_worker}
         print(json.dumps(worker[args.worker](args.presets[0], args)))
         return

@@ -17,15 +17,20 @@ import json
 import resource
 import time
 
-from flexseg.config import instantiate, load_config
-from flexseg.data.build import build_datasets
-from flexseg.data.sources import find_samples
+from flexseg.runtime import prepare_process
+
+prepare_process()  # as flexseg's commands do, before Keras starts
+
+from flexseg.config import instantiate  # noqa: E402
+from flexseg.config.compose import load_config  # noqa: E402
+from flexseg.data.build import build_datasets  # noqa: E402
+from flexseg.data.sources import find_samples  # noqa: E402
 
 
 def loader_speed(overrides: list[str]) -> dict:
     cfg = load_config(overrides)
     start = time.perf_counter()
-    splits = find_samples(cfg["dataset"], cfg["seed"])
+    splits = find_samples(cfg.dataset, cfg.seed)
     every = [sample for samples in splits.values() for sample in samples]
     train = build_datasets(cfg, splits={"train": every})["train"]
     setup_s = time.perf_counter() - start
@@ -35,10 +40,10 @@ def loader_speed(overrides: list[str]) -> dict:
         images += len(train[i][0])
     seconds = time.perf_counter() - start
     return {
-        "dataset": cfg["dataset"]["name"],
-        "augment": cfg["augment"]["name"],
-        "image_size": cfg["dataset"]["image_size"],
-        "batch_size": cfg["trainer"]["batch_size"],
+        "dataset": cfg.dataset.name,
+        "augment": cfg.augment.name,
+        "image_size": cfg.dataset.image_size,
+        "batch_size": cfg.trainer.batch_size,
         "images": images,
         "setup_s": round(setup_s, 2),
         "loader_img_s": round(images / seconds, 1),
@@ -49,16 +54,16 @@ def loader_speed(overrides: list[str]) -> dict:
 def train_speed(overrides: list[str], steps: int = 8) -> dict:
     from flexseg.losses import build_loss
     from flexseg.metrics import segmentation_metrics
-    from flexseg.training.train import build_optimizer, resolve_jit_compile
+    from flexseg.training.setup import build_optimizer, resolve_jit_compile
 
     cfg = load_config(overrides)
     train = build_datasets(cfg)["train"]
-    model = instantiate(cfg["model"])
+    model = instantiate(cfg.model)
     model.compile(
-        optimizer=build_optimizer(cfg["trainer"]),
-        loss=build_loss(cfg["loss"], cfg["dataset"]["num_classes"]),
-        metrics=segmentation_metrics(cfg["dataset"]["num_classes"]),
-        jit_compile=resolve_jit_compile(cfg["trainer"]["jit_compile"]),
+        optimizer=build_optimizer(cfg.trainer),
+        loss=build_loss(cfg.loss, cfg.dataset.num_classes, cfg.model.from_logits),
+        metrics=segmentation_metrics(cfg.dataset.num_classes),
+        jit_compile=resolve_jit_compile(cfg.trainer.jit_compile),
     )
     batches = [train[i] for i in range(min(steps, len(train) - 1))]
     for x, y in batches[:2]:

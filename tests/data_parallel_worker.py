@@ -20,8 +20,12 @@ if os.environ.get("KERAS_BACKEND") == "tensorflow":
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
+from flexseg.runtime import prepare_process  # noqa: E402
+
+prepare_process()
+
 from flexseg import backend  # noqa: E402
-from flexseg.config import load_config  # noqa: E402
+from flexseg.config.compose import load_config  # noqa: E402
 from flexseg.training import train  # noqa: E402
 from tests.helpers import TINY_RUN, TRAIN_VALID_SPLIT, make_flat_dataset  # noqa: E402
 
@@ -40,8 +44,7 @@ def main(folder: Path) -> None:
     histories, replicas = {}, {}
     for mode in ("none", "data_parallel"):
         cfg = load_config([*RUN, f"dataset.root={folder / 'data'}", f"trainer.distribution={mode}"])
-        cfg["_run_dir_"] = str(folder / mode)
-        replicas[mode] = train(cfg)["replicas"]
+        replicas[mode] = train(cfg, folder / mode)["replicas"]
         with (folder / mode / "history.csv").open() as f:
             histories[mode] = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     print(json.dumps({"devices": backend.devices(), "replicas": replicas, "histories": histories}))

@@ -87,6 +87,15 @@ TRAIN_VALID_SPLIT = [
 ]
 
 
+def dataset_config(root, **settings):
+    """A `dataset` section over `make_flat_dataset`'s files (patient = `p<number>`)."""
+    from flexseg.config import DatasetConfig
+
+    return DatasetConfig(
+        **{"name": "tiny", "root": str(root), "group_regex": r"^(p\d+)_", **settings}
+    )
+
+
 def make_flat_dataset(
     root, groups=("p01", "p02", "p03"), slices=4, size=(32, 32), seed=0
 ) -> list[str]:

@@ -25,9 +25,9 @@ SWEEP_RUN = [
 ]
 
 
-def run(module: str, *overrides: str, cwd) -> subprocess.CompletedProcess:
+def run(command: str, *overrides: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", f"flexseg.{module}", *overrides],
+        [sys.executable, "-m", "flexseg", command, *overrides],
         cwd=cwd,
         env={**os.environ},
         capture_output=True,
@@ -69,15 +69,25 @@ def test_stats_reports_unknown_colours_and_fails(tmp_path):
 
 def test_a_misspelled_key_stops_the_command_with_its_name(tmp_path):
     result = run("train", "trainer.reduer_patience=3", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "reduer_patience" in result.stderr
+    assert result.returncode == 2
+    assert "reduer_patience" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "outputs").exists()  # nothing was started
 
 
-def test_a_compile_cache_that_is_no_folder_stops_the_command(tmp_path):
-    result = run("stats", "trainer.compile_cache=", cwd=tmp_path)
+def test_a_key_of_another_command_is_refused_with_its_name(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    result = run("infer", f"run_dir={run_dir}", "input=scans", "trainer.epochs=3", cwd=tmp_path)
     assert result.returncode == 2
-    assert "trainer.compile_cache must be auto, none or a folder" in result.stderr
+    assert result.stderr.startswith("error: ") and "'trainer'" in result.stderr
+    assert "infer takes run_dir, input, output" in result.stderr
+    assert list(run_dir.iterdir()) == []  # refused before Hydra made its log folder
+
+
+def test_an_unknown_command_says_which_there_are(tmp_path):
+    result = run("trian", "trainer.epochs=3", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown command 'trian'" in result.stderr and "train,evaluate,infer" in result.stderr
 
 
 def test_check_prints_the_plan_of_the_builtin_sample_and_exits_0(tmp_path):
@@ -101,7 +111,7 @@ def test_check_names_every_bad_file_and_exits_2(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert "found 2 problem(s)" in result.stderr
+    assert "found 2 problem(s):" in result.stderr
     assert "p01_z000.png" in result.stderr and "p03_z001.png" in result.stderr
 
 
@@ -133,24 +143,6 @@ def test_an_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 2
     assert best["best_value"] == pytest.approx(max(float(r["best_val_fg_dice"]) for r in rows))
-
-
-def test_the_slurm_launcher_takes_its_settings_from_the_environment(monkeypatch):
-    from hydra import compose, initialize_config_dir
-
-    from flexseg.config import CONF_DIR
-
-    monkeypatch.setenv("SBATCH_PARTITION", "gpu")
-    monkeypatch.setenv("FLEXSEG_GPUS_PER_NODE", "4")
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train", ["hydra/launcher=slurm", "hydra.launcher.mem_gb=64"], return_hydra_config=True
-        )
-    launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.partition, launcher.account) == ("gpu", None)
-    assert (launcher.gpus_per_node, launcher.mem_gb, launcher.timeout_min) == (4, 64, 240)
-    assert launcher.max_num_timeout > 0  # requeued at the time limit
 
 
 def test_a_submitit_local_job_trains(tmp_path):

@@ -1,8 +1,11 @@
-"""Import rules that keep the package backend-agnostic."""
+"""Import rules: one module per backend framework, Hydra at the edge, no import cycles, and
+a library import that changes nothing in the user's process."""
 
 from __future__ import annotations
 
 import ast
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,8 +15,8 @@ from tests.helpers import run_python
 
 PACKAGE = Path(__file__).resolve().parents[1] / "flexseg"
 RULES = {
-    ("tensorflow", "jax", "torch"): "backend.py",
-    ("hydra", "omegaconf"): "config.py",
+    ("tensorflow", "jax", "torch"): {"backend.py"},
+    ("hydra", "omegaconf"): {"config/compose.py", "config/app.py"},
 }
 
 
@@ -27,12 +30,12 @@ def imported_roots(path: Path) -> set[str]:
     return roots
 
 
-@pytest.mark.parametrize(("modules", "owner"), RULES.items(), ids=["backends", "hydra"])
-def test_only_the_owner_module_imports(modules, owner):
+@pytest.mark.parametrize(("modules", "owners"), RULES.items(), ids=["backends", "hydra"])
+def test_only_the_owner_modules_import(modules, owners):
     offenders = [
-        str(path.relative_to(PACKAGE.parent))
+        str(path.relative_to(PACKAGE))
         for path in sorted(PACKAGE.rglob("*.py"))
-        if path.name != owner and imported_roots(path) & set(modules)
+        if str(path.relative_to(PACKAGE)) not in owners and imported_roots(path) & set(modules)
     ]
     assert offenders == []
 
@@ -43,23 +46,123 @@ def test_the_rule_sees_imports(tmp_path):
     assert imported_roots(probe) == {"torch", "jax"}
 
 
-def test_seeding_and_checkpoints_leave_tensorflow_out_of_jax_and_torch(tmp_path):
-    """Keras imported it to seed it and to save a model: 2-5 s and 420 MB for nothing."""
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, at the top or inside functions."""
+    modules = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        own_package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = own_package.split(".")[: len(own_package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                # `from package import module` imports the module; else the names' module.
+                targets.update(
+                    f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                    for a in node.names
+                )
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None."""
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                return path[path.index(target) :] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        state[node] = "done"
+        path.pop()
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_the_package_has_no_import_cycle():
+    cycle = find_cycle(import_graph(PACKAGE))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+@pytest.mark.parametrize("module", ["flexseg.evaluation", "flexseg.inference"])
+def test_evaluation_and_inference_need_no_training_module(module):
+    needed = reachable(import_graph(PACKAGE), module)
+    assert not {m for m in needed if m.startswith("flexseg.training")}
+    assert not needed & {"flexseg.cli", "flexseg.config.app", "flexseg.config.compose"}
+
+
+def test_the_cycle_check_finds_a_cycle_made_on_purpose(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("from pkg.sub.b import thing\n")
+    (package / "a.py").write_text("from pkg import sub\n")
+    (package / "sub" / "b.py").write_text("def thing():\n    from ..a import x\n")
+    assert import_graph(package)["pkg.sub.b"] == {"pkg.a"}
+    assert find_cycle(import_graph(package)) == ["pkg.a", "pkg.sub", "pkg.sub.b", "pkg.a"]
+    (package / "sub" / "b.py").write_text("def thing():\n    import json\n")
+    assert find_cycle(import_graph(package)) is None
+
+
+def test_the_library_changes_nothing_in_the_users_process(tmp_path):
+    """No Hydra, no plotting backend switch (pictures are drawn without pyplot), no environment
+    flags, no TensorFlow in a JAX or torch process (Keras imported it to seed it and to save a
+    model: 2-5 s and 420 MB)."""
     path = tmp_path / "model.keras"
     code = (
-        "import sys, keras\n"
-        "from flexseg import backend\n"
+        "import json, os, sys, keras, matplotlib\n"
+        "env = dict(os.environ)\n"  # as Keras and its backend left it (JAX sets a TF variable)
+        "plotting = repr(dict.__getitem__(matplotlib.rcParams, 'backend'))\n"
+        "import flexseg, flexseg.models, flexseg.data, flexseg.training, flexseg.inference\n"
+        "import flexseg.evaluation, flexseg.config\n"
+        "from flexseg import backend, plots\n"
         "from flexseg.models import FlexUNet\n"
         "from flexseg.training.callbacks import atomic_save\n"
+        f"plots.save_curves({str(tmp_path / 'c.png')!r}, {{'loss': [1, 0.5]}}, ['loss'], 't')\n"
+        "report = {m: m in sys.modules for m in ('hydra', 'omegaconf')}\n"
+        "report['plotting'] = [plotting, repr(dict.__getitem__(matplotlib.rcParams, 'backend'))]\n"
+        "report['env'] = sorted(k for k in os.environ.keys() ^ env.keys())\n"
         "backend.set_random_seed(0)\n"
         "model = FlexUNet(input_shape=(16, 16, 1), base_filters=2, num_layers=2)\n"
         f"atomic_save(model, {str(path)!r})\n"
         f"keras.saving.load_model({str(path)!r})\n"
-        "print('tensorflow' in sys.modules)\n"
+        "report['tensorflow'] = 'tensorflow' in sys.modules\n"
         "from keras.src.utils.module_utils import tensorflow\n"
-        "print(tensorflow._available)\n"  # None: looked up again by code that wants it
+        "report['available'] = tensorflow._available\n"  # None: looked up again by who wants it
+        "print(json.dumps(report))\n"
     )
-    imported, available = run_python(code).split()[-2:]
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "TF_CPP_MIN_LOG_LEVEL")}
+    report = json.loads(run_python(code, env).splitlines()[-1])
+    assert report["hydra"] is report["omegaconf"] is False
+    assert report["plotting"][1] == report["plotting"][0]  # the plotting backend untouched
+    assert report["env"] == []
     on_tensorflow = backend.name() == "tensorflow"
-    assert imported == str(on_tensorflow)
-    assert available == ("True" if on_tensorflow else "None")
+    assert report["tensorflow"] is on_tensorflow
+    assert report["available"] is (True if on_tensorflow else None)

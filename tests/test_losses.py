@@ -4,12 +4,17 @@ import keras
 import numpy as np
 import pytest
 
+from flexseg.config import loss_schema
 from flexseg.errors import ConfigError
 from flexseg.losses import (
-    SegmentationLoss,
+    LOSSES,
+    CrossEntropyDice,
+    TverskyLoss,
     build_loss,
     categorical_crossentropy,
+    ce_dice_loss,
     focal_crossentropy,
+    loss_class,
     soft_dice_loss,
     tversky_loss,
 )
@@ -38,19 +43,21 @@ def test_class_weights_scale_each_pixel_by_its_true_class():
 def test_soft_dice_over_foreground_only_and_with_background():
     # Foreground: tp = 0.6, fp = 0.2, fn = 0.4.
     fg = 1 - (2 * 0.6 + 1) / (2 * 0.6 + 0.2 + 0.4 + 1)
-    assert value(soft_dice_loss(Y_TRUE, Y_PRED)) == pytest.approx(fg, rel=1e-5)
+    assert value(soft_dice_loss(Y_TRUE, Y_PRED, False, 1.0)) == pytest.approx(fg, rel=1e-5)
     # Background: tp = 0.8, fp = 0.4, fn = 0.2.
     bg = 1 - (2 * 0.8 + 1) / (2 * 0.8 + 0.4 + 0.2 + 1)
-    both = value(soft_dice_loss(Y_TRUE, Y_PRED, include_background=True))
+    both = value(soft_dice_loss(Y_TRUE, Y_PRED, include_background=True, smooth=1.0))
     assert both == pytest.approx((fg + bg) / 2, rel=1e-5)
 
 
 def test_tversky_weights_false_negatives():
     expected = 1 - (0.6 + 1) / (0.6 + 0.3 * 0.2 + 0.7 * 0.4 + 1)
-    assert value(tversky_loss(Y_TRUE, Y_PRED, 0.3, 0.7)) == pytest.approx(expected, rel=1e-5)
+    assert value(tversky_loss(Y_TRUE, Y_PRED, 0.3, 0.7, False, 1.0)) == pytest.approx(
+        expected, rel=1e-5
+    )
     # With alpha = beta = 0.5 (and no smoothing), Tversky is Dice.
-    assert value(tversky_loss(Y_TRUE, Y_PRED, 0.5, 0.5, smooth=1e-7)) == pytest.approx(
-        value(soft_dice_loss(Y_TRUE, Y_PRED, smooth=1e-7)), rel=1e-4
+    assert value(tversky_loss(Y_TRUE, Y_PRED, 0.5, 0.5, False, smooth=1e-7)) == pytest.approx(
+        value(soft_dice_loss(Y_TRUE, Y_PRED, False, smooth=1e-7)), rel=1e-4
     )
 
 
@@ -63,17 +70,19 @@ def test_focal_down_weights_easy_pixels():
 
 
 def test_ce_dice_is_the_sum_and_logits_match_probabilities():
-    total = SegmentationLoss("ce_dice")(Y_TRUE, Y_PRED)
-    parts = value(categorical_crossentropy(Y_TRUE, Y_PRED)) + value(soft_dice_loss(Y_TRUE, Y_PRED))
+    total = CrossEntropyDice()(Y_TRUE, Y_PRED)
+    dice = value(soft_dice_loss(Y_TRUE, Y_PRED, False, 1.0))
+    parts = value(categorical_crossentropy(Y_TRUE, Y_PRED)) + dice
     assert value(total) == pytest.approx(parts, rel=1e-5)
+    assert value(ce_dice_loss(Y_TRUE, Y_PRED, None, 1.0, False, 1.0)) == pytest.approx(parts)
     logits = np.log(Y_PRED)
-    from_logits = SegmentationLoss("ce_dice", from_logits=True)(Y_TRUE, logits)
+    from_logits = CrossEntropyDice(from_logits=True)(Y_TRUE, logits)
     assert value(from_logits) == pytest.approx(value(total), rel=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["ce", "dice", "ce_dice", "focal", "tversky"])
+@pytest.mark.parametrize("kind", sorted(LOSSES))
 def test_gradients_match_finite_differences(kind):
-    loss = SegmentationLoss(kind, from_logits=True)
+    loss = loss_class(kind)(from_logits=True)
     rng = np.random.default_rng(0)
     y_true = np.eye(2, dtype=np.float32)[rng.integers(0, 2, (2, 3, 3))]
     logits = rng.normal(size=(2, 3, 3, 2)).astype(np.float32)
@@ -89,19 +98,19 @@ def test_gradients_match_finite_differences(kind):
 
 
 def test_perfect_prediction_has_zero_dice_loss():
-    assert value(soft_dice_loss(Y_TRUE, Y_TRUE, smooth=1e-6)) == pytest.approx(0.0, abs=1e-5)
+    assert value(soft_dice_loss(Y_TRUE, Y_TRUE, False, smooth=1e-6)) == pytest.approx(0.0, abs=1e-5)
 
 
-def test_loss_round_trips_its_config():
-    loss = build_loss({"name": "tversky", "alpha": 0.2, "beta": 0.8}, 2)
-    revived = SegmentationLoss.from_config(loss.get_config())
+def test_a_loss_is_built_from_its_config_and_round_trips():
+    loss = build_loss(loss_schema("tversky")(alpha=0.2, beta=0.8), 2, from_logits=True)
+    assert isinstance(loss, TverskyLoss) and (loss.alpha, loss.beta) == (0.2, 0.8)
+    assert loss.name == "tversky" and loss.from_logits
+    revived = TverskyLoss.from_config(loss.get_config())
     assert revived.get_config() == loss.get_config()
 
 
-@pytest.mark.parametrize(
-    ("loss", "message"),
-    [({"name": "dcie"}, "loss.name"), ({"name": "ce", "class_weights": [1.0]}, "class_weights")],
-)
-def test_bad_loss_configs(loss, message):
-    with pytest.raises(ConfigError, match=message):
-        build_loss(loss, 2)
+def test_bad_loss_configs_name_the_key():
+    with pytest.raises(ConfigError, match="loss.name must be one of .*'ce_dice'"):
+        loss_class("dcie")
+    with pytest.raises(ConfigError, match="loss.class_weights has 1 values but there are 2"):
+        build_loss(loss_schema("ce")(class_weights=[1.0]), 2)

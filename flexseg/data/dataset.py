@@ -61,7 +61,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         workers, use_multiprocessing, max_queue_size: see `keras.utils.PyDataset`.
 
     Example:
-    >>> splits = find_samples({"root": "data", "group_regex": r"^(p\\d+)_", ...})
+    >>> splits = find_samples(DatasetConfig(name="scans", root="data", ...), seed=0)
     >>> train = SegmentationDataset(splits["train"], 2, 8, ReadSpec(size_multiple=16))
     >>> model.fit(train, epochs=10, shuffle=False)
     """

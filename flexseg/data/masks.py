@@ -39,9 +39,9 @@ DEFAULT_COLORS = [
 
 @dataclass(frozen=True)
 class ClassColor:
-    """One class of a colour map."""
+    """One class of a colour map; `name` is what the map calls it, if it names it."""
 
-    name: str
+    name: str | None
     color: tuple[int, int, int]
     id: int
 
@@ -121,7 +121,7 @@ class ColorMap:
                         raise ConfigError(
                             f"dataset.rgb_map key {color!r} is not an (r, g, b) colour"
                         ) from error
-                classes.append(_class_color(f"class_{class_id}", color, class_id))
+                classes.append(_class_color(None, color, class_id))
         elif isinstance(rgb_map, Sequence) and not isinstance(rgb_map, str):
             classes = []
             for i, entry in enumerate(rgb_map):
@@ -132,8 +132,7 @@ class ColorMap:
                     )
                 if "color" not in entry or "id" not in entry:
                     raise ConfigError(f"dataset.rgb_map[{i}] needs `color` and `id`: {entry!r}")
-                name = entry.get("name", f"class_{entry['id']}")
-                classes.append(_class_color(name, entry["color"], entry["id"]))
+                classes.append(_class_color(entry.get("name"), entry["color"], entry["id"]))
         else:
             raise ConfigError(
                 "dataset.rgb_map must be a list of {name, color, id} or a mapping "
@@ -149,7 +148,7 @@ class ColorMap:
             colors.append(
                 tuple(int(v) for v in np.random.default_rng(len(colors)).integers(256, size=3))
             )
-        return cls([ClassColor(f"class_{i}", colors[i], i) for i in range(num_classes)])
+        return cls([ClassColor(None, colors[i], i) for i in range(num_classes)])
 
     def palette(self) -> list[int]:
         """A 768-entry PIL palette whose entry `id` is the class colour."""
@@ -201,15 +200,16 @@ class ColorMap:
 
 
 def _class_color(name, color, class_id) -> ClassColor:
+    which = f"class {name!r}" if name is not None else f"id {class_id!r}"
     color = tuple(color) if isinstance(color, Sequence) and not isinstance(color, str) else ()
     if len(color) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in color):
         raise ConfigError(
-            f"dataset.rgb_map colour of {name!r} must be [r, g, b] with values 0-255. "
+            f"dataset.rgb_map colour of {which} must be [r, g, b] with values 0-255. "
             f"Received: {color!r}"
         )
     if isinstance(class_id, bool) or not isinstance(class_id, int):
-        raise ConfigError(f"dataset.rgb_map id of {name!r} must be an integer: {class_id!r}")
-    return ClassColor(str(name), color, class_id)
+        raise ConfigError(f"dataset.rgb_map id of {which} must be an integer: {class_id!r}")
+    return ClassColor(None if name is None else str(name), color, class_id)
 
 
 def read_mask_file(path: str | Path) -> tuple[np.ndarray, bool]:

@@ -10,10 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from flexseg.config.schema import NORMALIZATIONS, SIZE_POLICIES, DatasetConfig
 from flexseg.errors import ConfigError, DataError
-
-SIZE_POLICIES = ("pad", "resize")
-NORMALIZATIONS = ("scale01", "zscore", "group_zscore", "none")
 
 
 @dataclass(frozen=True)
@@ -38,13 +36,14 @@ class ReadSpec:
             skull-stripped MRI is exactly zero and would dominate them).
     """
 
-    channels: int = 1
-    size_policy: str = "pad"
+    # The defaults are those of the `dataset` config.
+    channels: int = DatasetConfig.channels
+    size_policy: str = DatasetConfig.size_policy
     image_size: tuple[int, int] | None = None
     size_multiple: int = 1
-    normalize: str = "scale01"
+    normalize: str = DatasetConfig.normalize
     clip_percentiles: tuple[float, float] | None = None
-    ignore_zero: bool = True
+    ignore_zero: bool = DatasetConfig.ignore_zero
 
     def __post_init__(self):
         if self.channels not in (1, 3):

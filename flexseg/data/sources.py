@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from flexseg.config.schema import SPLITS, DatasetConfig
 from flexseg.data.pairing import Pair, pair_by_name
-from flexseg.data.splits import SPLITS, group_of, split_groups
+from flexseg.data.splits import group_of, split_groups
 from flexseg.errors import ConfigError, DataError
-
-LAYOUTS = ("flat", "splits")
 
 
 @dataclass(frozen=True)
@@ -34,61 +32,54 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def find_samples(dataset: Mapping, seed: int = 0) -> dict[str, list[Sample]]:
+def find_samples(dataset: DatasetConfig, seed: int) -> dict[str, list[Sample]]:
     """Pairs the files of a dataset and splits them by group.
 
     Args:
         dataset: the `dataset` config: `root`, `layout`, `images_dir`, `masks_dir`,
             `mask_suffix`, `group_regex` and, for the flat layout, `split`.
-        seed: seed of the fraction split and of the validation hold-out.
+        seed: seed of the fraction split and of the validation hold-out, unless
+            `dataset.split.seed` is set.
 
     Returns:
         `{"train": [...], "valid": [...], "test": [...]}`; samples of one group are never in
         two splits (except with `split.holdout_fraction`, which holds out slices of the
         training groups as validation on purpose, and says so in the docs).
     """
-    root = Path(dataset["root"]).expanduser()
+    root = Path(dataset.root).expanduser()
     if not root.is_dir():
         raise DataError(f"dataset.root {root} is not a folder; set dataset.root=<path>.")
-    layout = dataset.get("layout", "flat")
-    images_dir = dataset.get("images_dir", "images")
-    masks_dir = dataset.get("masks_dir", "masks")
-    suffix = dataset.get("mask_suffix", "") or ""
-    regex = dataset.get("group_regex")
-    if layout == "splits":
-        result = {}
-        for split in SPLITS:
-            folder = root / split
-            if not folder.exists():
-                result[split] = []
-                continue
-            pairs = pair_by_name(folder / images_dir, folder / masks_dir, suffix)
-            result[split] = [_sample(p, regex) for p in pairs]
+    regex = dataset.group_regex
+
+    def pairs(folder: Path) -> list[Sample]:
+        found = pair_by_name(folder / dataset.images_dir, folder / dataset.masks_dir,
+                             dataset.mask_suffix)  # fmt: skip
+        return [_sample(p, regex) for p in found]
+
+    if dataset.layout == "splits":
+        result = {s: pairs(root / s) if (root / s).exists() else [] for s in SPLITS}
         if not result["train"]:
             raise DataError(f"{root / 'train'} is missing; the splits layout needs train/.")
         return result
-    if layout != "flat":
-        raise ConfigError(f"dataset.layout must be one of {LAYOUTS}. Received: {layout!r}")
     if not regex:
         raise ConfigError(
             "dataset.group_regex is required for the flat layout: a regex whose first group "
             "is the patient id of a file name, e.g. '^(p\\d+)_'."
         )
-    samples = [_sample(p, regex) for p in pair_by_name(root / images_dir, root / masks_dir, suffix)]
-    rule = dataset.get("split") or {}
+    samples = pairs(root)
+    rule = dataset.split
     assignment = split_groups(
         [s.group for s in samples],
-        split_groups=rule.get("groups") or None,
-        fractions=rule.get("fractions") or None,
-        seed=rule.get("seed", seed) if rule.get("seed") is not None else seed,
+        split_groups=rule.groups or None,
+        fractions=rule.fractions or None,
+        seed=seed if rule.seed is None else rule.seed,
     )
     result = {
         split: [s for s in samples if s.group in set(groups)]
         for split, groups in assignment.items()
     }
-    holdout = rule.get("holdout_fraction") or 0.0
-    if holdout:
-        result["train"], held = holdout_blocks(result["train"], holdout, seed)
+    if rule.holdout_fraction:
+        result["train"], held = holdout_blocks(result["train"], rule.holdout_fraction, seed)
         result["valid"] = sorted(result["valid"] + held, key=lambda s: natural_key(s.name))
     if not result["train"]:
         raise DataError(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flexseg.config.schema import DatasetConfig
 from flexseg.data.build import colormap_of
 from flexseg.data.masks import MaskReport, decode_mask
 from flexseg.data.reading import read_image
@@ -16,7 +17,7 @@ from flexseg.data.sources import Sample
 
 
 def dataset_statistics(
-    dataset: Mapping, splits: Mapping[str, list[Sample]]
+    dataset: DatasetConfig, splits: Mapping[str, list[Sample]]
 ) -> tuple[dict, MaskReport]:
     """Per split: image and group counts, image sizes, class pixel frequencies and the share of
     images with any foreground. Masks are read at their own size, one at a time.
@@ -25,8 +26,7 @@ def dataset_statistics(
         The statistics as a JSON-ready dict, and the report of blended and unknown colours.
     """
     cmap = colormap_of(dataset)
-    num_classes = dataset["num_classes"]
-    names = dataset.get("class_names") or [f"class_{i}" for i in range(num_classes)]
+    num_classes, names = dataset.num_classes, dataset.names
     report = MaskReport()
     result = {}
     for split, samples in splits.items():
@@ -34,7 +34,7 @@ def dataset_statistics(
         for sample in samples:
             mask, found = decode_mask(sample.mask, num_classes, cmap)
             report.update(found)
-            image = read_image(sample.image, dataset.get("channels", 1))
+            image = read_image(sample.image, dataset.channels)
             sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
             pixels += np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
             with_fg += bool((mask > 0).any())

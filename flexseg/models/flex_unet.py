@@ -70,7 +70,8 @@ class FlexUNet(keras.Model):
         num_layers: number of levels, the bridge included (so ``num_layers - 1`` poolings).
         dropout_rate: dropout step per level; level ``i`` drops ``dropout_rate * i``.
         dilation: dilation rate of the first level; it drops by one each level down to 1.
-        normalization: `"none"`, `"batch"` or `"group"`, applied after each convolution.
+        normalization: `"batch"` (momentum 0.9), `"group"` or `"none"` (convolutions with
+            bias), applied after each convolution.
         activation: name of a Keras activation used after each convolution.
         input_rescale: a factor the input is multiplied by inside the model (e.g. `1/255`),
             or `None` when the data arrive already normalised.
@@ -88,10 +89,10 @@ class FlexUNet(keras.Model):
         num_classes: int = 2,
         base_filters: int = 16,
         base_kernels: int | Sequence[int] = 3,
-        num_layers: int = 6,
+        num_layers: int = 5,
         dropout_rate: float = 0.0,
         dilation: int = 1,
-        normalization: str = "none",
+        normalization: str = "batch",
         activation: str = "relu",
         input_rescale: float | None = None,
         output: str = "softmax",
@@ -171,7 +172,13 @@ class FlexUNet(keras.Model):
     @property
     def size_multiple(self) -> int:
         """Height and width of an input must be multiples of this number."""
-        return 2 ** (self.num_layers - 1)
+        return self.size_multiple_for(self.get_config())
+
+    @staticmethod
+    def size_multiple_for(arguments: dict) -> int:
+        """The size multiple of the FlexUNet these constructor arguments make."""
+        _check_int("num_layers", arguments["num_layers"], 2)
+        return 2 ** (arguments["num_layers"] - 1)
 
     def get_config(self) -> dict:
         return {

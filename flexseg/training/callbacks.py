@@ -13,8 +13,12 @@ import keras
 import numpy as np
 
 from flexseg import backend
+from flexseg.config.schema import TrainConfig
+from flexseg.data.dataset import SegmentationDataset
 from flexseg.errors import TrainingError
+from flexseg.metrics import segmentation_metrics
 from flexseg.plots import overlay, save_curves, save_grid
+from flexseg.runs import CHECKPOINTS
 
 
 def atomic_save(model: keras.Model, path: str | Path) -> Path:
@@ -38,7 +42,7 @@ def atomic_save(model: keras.Model, path: str | Path) -> Path:
 class Checkpoints(keras.callbacks.Callback):
     """Writes `last.keras` every epoch and `best.keras` when the monitored value improves."""
 
-    def __init__(self, folder: str | Path, monitor: str = "val_fg_dice", mode: str = "max"):
+    def __init__(self, folder: str | Path, monitor: str, mode: str):
         super().__init__()
         self.folder = Path(folder)
         self.monitor = monitor
@@ -81,7 +85,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is None or np.isfinite(loss):
             return
-        last = self.run_dir / "checkpoints" / "last.keras"
+        last = self.run_dir / CHECKPOINTS / "last.keras"
         kept = (
             f"the last good checkpoint is {last} (epoch {self.epoch})"
             if last.exists()
@@ -181,11 +185,11 @@ class EpochSchedule(keras.callbacks.Callback):
         self,
         base_lr: float,
         epochs: int,
-        kind: str = "cosine",
-        warmup_epochs: int = 0,
-        step_epochs: int = 30,
-        step_gamma: float = 0.1,
-        min_lr: float = 0.0,
+        kind: str,
+        warmup_epochs: int,
+        step_epochs: int,
+        step_gamma: float,
+        min_lr: float,
     ):
         super().__init__()
         self.base_lr, self.epochs, self.kind = base_lr, epochs, kind
@@ -225,3 +229,73 @@ class TimeLimit(keras.callbacks.Callback):
         if time.monotonic() - self.start > self.seconds:
             self.model.stop_training = True
             self.stopped_epoch = epoch + 1
+
+
+def build_callbacks(
+    cfg: TrainConfig, run_dir: Path, datasets: dict[str, SegmentationDataset]
+) -> list[keras.callbacks.Callback]:
+    """The callbacks a training config asks for, in the order they run.
+
+    The monitored value is `trainer.monitor` (`val_fg_dice`), or its training twin
+    (`fg_dice`) when there is no validation split; a loss is minimised, the rest maximised.
+    """
+    trainer = cfg.trainer
+    monitor = trainer.monitor if "valid" in datasets else trainer.monitor.removeprefix("val_")
+    mode = "min" if monitor.endswith("loss") else "max"
+    callbacks = [Checkpoints(run_dir / CHECKPOINTS, monitor, mode), StopOnNonFinite(run_dir)]
+    reduce = trainer.reduce_lr
+    if trainer.schedule != "constant":
+        callbacks.append(
+            EpochSchedule(
+                trainer.learning_rate,
+                trainer.epochs,
+                trainer.schedule,
+                trainer.warmup_epochs,
+                trainer.step_epochs,
+                trainer.step_gamma,
+                reduce.min_lr,
+            )
+        )
+    elif reduce.enabled:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                factor=reduce.factor,
+                patience=reduce.patience,
+                min_lr=reduce.min_lr,
+                mode=mode,
+                verbose=1,
+            )
+        )
+    stop = trainer.early_stopping
+    if stop.enabled:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor,
+                patience=stop.patience,
+                mode=mode,
+                restore_best_weights=stop.restore_best,
+                verbose=1,
+            )
+        )
+    metric_names = [m.name for m in segmentation_metrics(cfg.dataset.num_classes)]
+    callbacks.append(HistoryFiles(run_dir, metric_names))
+    preview_source = datasets.get("valid") or datasets.get("test")
+    if trainer.preview_images and preview_source is not None:
+        callbacks.append(preview(preview_source, trainer.preview_images, run_dir / "previews"))
+    if trainer.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    if trainer.max_minutes:
+        callbacks.append(TimeLimit(trainer.max_minutes))
+    return callbacks
+
+
+def preview(dataset: SegmentationDataset, count: int, folder: Path) -> EpochPreview:
+    """Fixed preview images: spread over the split, slices with foreground first."""
+    loaded = [dataset.load(i) for i in range(len(dataset.samples))]
+    with_fg = [i for i, (_, mask) in enumerate(loaded) if mask.any()]
+    pool = with_fg if len(with_fg) >= count else list(range(len(loaded)))
+    chosen = [pool[int(k)] for k in np.linspace(0, len(pool) - 1, min(count, len(pool)))]
+    images = np.stack([loaded[i][0] for i in chosen])
+    masks = np.stack([loaded[i][1] for i in chosen])
+    return EpochPreview(folder, images, masks, [dataset.samples[i].name for i in chosen])

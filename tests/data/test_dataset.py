@@ -5,7 +5,7 @@ import pytest
 
 from flexseg.data import ReadSpec, SegmentationDataset, build_augmentation, find_samples
 from flexseg.errors import DataError
-from tests.helpers import make_flat_dataset, write_png
+from tests.helpers import dataset_config, make_flat_dataset, write_png
 
 SPLIT = {"groups": {"train": ["p01", "p02"], "test": ["p03"]}}
 
@@ -13,7 +13,7 @@ SPLIT = {"groups": {"train": ["p01", "p02"], "test": ["p03"]}}
 @pytest.fixture
 def samples(tmp_path):
     make_flat_dataset(tmp_path, slices=5, size=(30, 28))
-    return find_samples({"root": str(tmp_path), "group_regex": r"^(p\d+)_", "split": SPLIT})
+    return find_samples(dataset_config(tmp_path, split=SPLIT), seed=0)
 
 
 def test_batches_are_padded_one_hot_and_normalised(samples):
@@ -96,9 +96,7 @@ def test_group_zscore_uses_each_groups_statistics(tmp_path):
     for path in (tmp_path / "images").glob("p02_*.png"):
         image = np.asarray(__import__("PIL.Image").Image.open(path)) // 2
         write_png(path, image)
-    found = find_samples(
-        {"root": str(tmp_path), "group_regex": r"^(p\d+)_", "split": {"fractions": {"train": 1}}}
-    )
+    found = find_samples(dataset_config(tmp_path, split={"fractions": {"train": 1}}), seed=0)
     spec = ReadSpec(normalize="group_zscore", ignore_zero=False)
     ds = SegmentationDataset(found["train"], 2, 4, spec)
     x, _ = ds[0]
@@ -119,8 +117,6 @@ def test_cache_serves_the_same_data(samples):
 def test_image_and_mask_of_different_sizes(tmp_path):
     write_png(tmp_path / "images" / "p01_a.png", np.zeros((8, 8), np.uint8))
     write_png(tmp_path / "masks" / "p01_a.png", np.zeros((8, 6), np.uint8))
-    found = find_samples(
-        {"root": str(tmp_path), "group_regex": r"^(p\d+)_", "split": {"fractions": {"train": 1}}}
-    )
+    found = find_samples(dataset_config(tmp_path, split={"fractions": {"train": 1}}), seed=0)
     with pytest.raises(DataError, match=r"p01_a.png is 8x8 but its mask .* is 6x8"):
         SegmentationDataset(found["train"], 2, 1, ReadSpec())[0]

@@ -92,7 +92,7 @@ def test_string_keys_of_the_reference_form():
     ("rgb_map", "message"),
     [
         ([{"name": "a", "color": [0, 0, 0], "id": 1}], "ids must be 0 .. n-1"),
-        ([{"name": "a", "color": [0, 0], "id": 0}], "colour of 'a'"),
+        ([{"name": "a", "color": [0, 0], "id": 0}], "colour of class 'a'"),
         ([{"name": "a", "color": [0, 0, 0], "id": 0, "colour": 1}], r"rgb_map\[0\]"),
         ({(0, 0, 0): 0, (0, 0, 0, 0): 1}, "must be"),
         ("red", "must be a list"),

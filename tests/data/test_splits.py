@@ -4,7 +4,7 @@ import pytest
 
 from flexseg.data import find_samples, group_of, split_groups
 from flexseg.errors import ConfigError, DataError
-from tests.helpers import make_flat_dataset
+from tests.helpers import dataset_config, make_flat_dataset
 
 
 @pytest.mark.parametrize(
@@ -51,11 +51,9 @@ def test_bad_split_rules(kwargs, message):
 
 def test_no_group_leaks_across_splits(tmp_path):
     make_flat_dataset(tmp_path, groups=[f"p{i:02d}" for i in range(10)], slices=3)
-    dataset = {
-        "root": str(tmp_path),
-        "group_regex": r"^(p\d+)_",
-        "split": {"fractions": {"train": 0.6, "valid": 0.2, "test": 0.2}},
-    }
+    dataset = dataset_config(
+        tmp_path, split={"fractions": {"train": 0.6, "valid": 0.2, "test": 0.2}}
+    )
     splits = find_samples(dataset, seed=0)
     groups = {split: {s.group for s in samples} for split, samples in splits.items()}
     assert not groups["train"] & groups["valid"]
@@ -66,11 +64,8 @@ def test_no_group_leaks_across_splits(tmp_path):
 
 def test_holdout_takes_a_block_of_each_training_group(tmp_path):
     make_flat_dataset(tmp_path, groups=("p01", "p02", "p03"), slices=10)
-    dataset = {
-        "root": str(tmp_path),
-        "group_regex": r"^(p\d+)_",
-        "split": {"groups": {"train": ["p01", "p02"], "test": ["p03"]}, "holdout_fraction": 0.2},
-    }
+    split = {"groups": {"train": ["p01", "p02"], "test": ["p03"]}, "holdout_fraction": 0.2}
+    dataset = dataset_config(tmp_path, split=split)
     splits = find_samples(dataset, seed=0)
     assert len(splits["valid"]) == 4 and len(splits["train"]) == 16
     assert {s.group for s in splits["test"]} == {"p03"}
@@ -82,5 +77,5 @@ def test_holdout_takes_a_block_of_each_training_group(tmp_path):
 def test_split_layout(tmp_path):
     for split in ("train", "valid", "test"):
         make_flat_dataset(tmp_path / split, groups=(f"{split}1",), slices=2)
-    splits = find_samples({"root": str(tmp_path), "layout": "splits"})
+    splits = find_samples(dataset_config(tmp_path, layout="splits", group_regex=None), seed=0)
     assert {k: len(v) for k, v in splits.items()} == {"train": 2, "valid": 2, "test": 2}

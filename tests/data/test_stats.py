@@ -6,7 +6,7 @@ import numpy as np
 
 from flexseg.data import find_samples
 from flexseg.data.stats import dataset_statistics, write_statistics
-from tests.helpers import make_flat_dataset, write_png
+from tests.helpers import dataset_config, make_flat_dataset, write_png
 
 BINARY_MAP = [
     {"name": "background", "color": [0, 0, 0], "id": 0},
@@ -14,16 +14,13 @@ BINARY_MAP = [
 ]
 
 
-def dataset_config(root):
-    return {
-        "root": str(root),
-        "group_regex": r"^(p\d+)_",
-        "split": {"groups": {"train": ["p01", "p02"], "test": ["p03"]}},
-        "num_classes": 2,
-        "class_names": ["background", "lesion"],
-        "rgb_map": BINARY_MAP,
-        "channels": 1,
-    }
+def binary_dataset(root):
+    return dataset_config(
+        root,
+        split={"groups": {"train": ["p01", "p02"], "test": ["p03"]}},
+        class_names=["background", "lesion"],
+        rgb_map=BINARY_MAP,
+    )
 
 
 def test_statistics_per_split_and_the_mask_report(tmp_path):
@@ -34,8 +31,8 @@ def test_statistics_per_split_and_the_mask_report(tmp_path):
     mask[8, 4:8] = 128
     write_png(tmp_path / "masks" / "p01_z000.png", mask)
     write_png(tmp_path / "masks" / "p03_z001.png", np.zeros((16, 16), np.uint8))
-    cfg = dataset_config(tmp_path)
-    stats, report = dataset_statistics(cfg, find_samples(cfg))
+    cfg = binary_dataset(tmp_path)
+    stats, report = dataset_statistics(cfg, find_samples(cfg, seed=0))
     assert stats["train"]["images"] == 4 and stats["train"]["groups"] == 2
     assert stats["test"]["image_sizes_wxh"] == {"16x16": 2}
     assert stats["test"]["fraction_with_foreground"] == 0.5
@@ -54,7 +51,7 @@ def test_unknown_colours_are_reported_by_file(tmp_path):
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[0, :3] = [0, 200, 0]
     write_png(tmp_path / "masks" / "p02_z000.png", rgb)
-    cfg = dataset_config(tmp_path)
-    _, report = dataset_statistics(cfg, find_samples(cfg))
+    cfg = binary_dataset(tmp_path)
+    _, report = dataset_statistics(cfg, find_samples(cfg, seed=0))
     assert report.unknown == {(0, 200, 0): 3}
     assert list(report.unknown_files) == [str(tmp_path / "masks" / "p02_z000.png")]

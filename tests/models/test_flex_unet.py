@@ -14,8 +14,8 @@ TINY = dict(input_shape=(32, 32, 3), num_classes=2, base_filters=4, num_layers=3
 @pytest.mark.parametrize(
     "options",
     [
-        {},
-        dict(normalization="batch", dropout_rate=0.1, activation="gelu"),
+        dict(normalization="none"),
+        dict(dropout_rate=0.1, activation="gelu"),  # batch normalization: the default
         dict(normalization="group", base_kernels=(5, 3), dilation=2, input_rescale=1 / 255),
         dict(output="logits", num_classes=3),
     ],
@@ -56,6 +56,7 @@ def test_reference_parameter_count():
             base_kernels=9,
             num_layers=8,
             dropout_rate=0.04,
+            normalization="none",
         )
     assert model.count_params() == 124_996_866
 

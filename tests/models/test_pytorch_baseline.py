@@ -14,7 +14,7 @@ PRESETS = [(128, 3, 5), (64, 9, 4)]  # (size, base_kernels, num_layers); "medium
 def test_same_parameter_count_and_output_shape(size, kernels, layers):
     import torch
 
-    keras_model = FlexUNet((size, size, 3), 2, 16, kernels, layers)
+    keras_model = FlexUNet((size, size, 3), 2, 16, kernels, layers, normalization="none")
     torch_model = TorchFlexUNet(3, 2, 16, kernels, layers)
     assert sum(p.numel() for p in torch_model.parameters()) == keras_model.count_params()
     out = torch_model(torch.zeros(1, 3, size, size))

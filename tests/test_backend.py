@@ -1,12 +1,16 @@
-"""`trainer.compile_cache`: JAX keeps its compiled programs for the next run; other backends
-are left alone."""
+"""flexseg.backend: seeding, the precision `auto` picks, and JAX's compile cache
+(`trainer.compile_cache`: JAX keeps its compiled programs for the next run; other backends
+are left alone)."""
 
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import jax
+import keras
+import numpy as np
 import pytest
 
 from flexseg import backend
@@ -37,7 +41,7 @@ def jax_config(monkeypatch):
 
 @pytest.mark.parametrize("setting", ["", "  ", None, 3])
 def test_a_setting_that_is_no_folder_is_refused(setting):
-    with pytest.raises(ConfigError, match="trainer.compile_cache must be auto, none or a folder"):
+    with pytest.raises(ConfigError, match="compile_cache must be auto, none or a folder"):
         backend.use_compile_cache(setting)
 
 
@@ -104,3 +108,34 @@ def test_a_process_leaves_its_compiled_programs_for_the_next(tmp_path):
         assert programs, f"nothing in {folder}"
     else:
         assert programs == []
+
+
+def draws(seed: int) -> tuple:
+    backend.set_random_seed(seed)
+    layer = keras.layers.Dense(3)
+    layer.build((None, 4))
+    return (
+        random.random(),
+        float(np.random.rand()),
+        keras.ops.convert_to_numpy(keras.random.uniform((2,))).tolist(),
+        keras.ops.convert_to_numpy(layer.kernel).tolist(),
+    )
+
+
+def test_set_random_seed_repeats_python_numpy_and_keras_draws():
+    first, second, other = draws(5), draws(5), draws(6)
+    assert first == second
+    assert all(a != b for a, b in zip(first, other, strict=True))
+
+
+def test_auto_precision_follows_the_measurements(monkeypatch):
+    monkeypatch.setattr(backend, "gpu_compute_capability", lambda: (9, 0))  # H100
+    assert backend.auto_precision() == "mixed_bfloat16"
+    monkeypatch.setattr(backend, "gpu_compute_capability", lambda: (7, 5))  # T4: no bfloat16
+    assert backend.auto_precision() == "mixed_float16"
+    monkeypatch.setattr(backend, "gpu_compute_capability", lambda: None)
+    monkeypatch.setattr(backend, "cpu_has_bf16_matrix_units", lambda: False)
+    assert backend.auto_precision() == "float32"
+    monkeypatch.setattr(backend, "cpu_has_bf16_matrix_units", lambda: True)
+    expected = "float32" if backend.name() == "jax" else "mixed_bfloat16"
+    assert backend.auto_precision() == expected

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from flexseg.config import EXIT_INTERRUPTED, load_config
+from flexseg.config.compose import load_config
 from flexseg.errors import ConfigError, PreemptedError
 from flexseg.training import train
 from flexseg.training.resume import StopOnSignal, read_resume_state
@@ -35,7 +35,7 @@ TINY = [
 
 def start(data, run_dir, *extra) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "flexseg.train", f"dataset.root={data}", *TINY, *extra,
+        [sys.executable, "-m", "flexseg", "train", f"dataset.root={data}", *TINY, *extra,
          f"hydra.run.dir={run_dir}"],
         env={**os.environ},
         stdout=subprocess.PIPE,
@@ -78,7 +78,7 @@ def stop(process: subprocess.Popen, run_dir, how: signal.Signals) -> tuple[int, 
     process.send_signal(how)
     stdout, stderr = process.communicate(timeout=120)
     if how == signal.SIGTERM:  # a clean stop at the next batch boundary that says how to go on
-        assert process.returncode == EXIT_INTERRUPTED, stderr[-2000:]
+        assert process.returncode == PreemptedError.exit_code, stderr[-2000:]
         assert "SIGTERM received: training stopped at epoch" in stderr
         assert "trainer.resume=auto" in stderr
     else:
@@ -108,17 +108,11 @@ def test_a_stopped_run_resumes_and_finishes_its_epochs(data, tmp_path):
 def test_resume_restores_the_optimizer_and_the_callbacks(data, tmp_path):
     """A run resumed after epoch 2 ends exactly where the uninterrupted run ends."""
     base = [f"dataset.root={data}", *TINY, "augment=none", "trainer.epochs=3"]
-    whole = load_config(base)
-    whole["_run_dir_"] = str(tmp_path / "whole")
-    train(whole)
-    part = load_config([*base[:-1], "trainer.epochs=2"])
-    part["_run_dir_"] = str(tmp_path / "part")
-    train(part)
+    train(load_config(base), tmp_path / "whole")
+    train(load_config([*base[:-1], "trainer.epochs=2"]), tmp_path / "part")
     # Continue the 2-epoch run to 3 epochs: only the planned epochs differ.
     (tmp_path / "part" / "config.yaml").write_text((tmp_path / "whole" / "config.yaml").read_text())
-    rest = load_config([*base, "trainer.resume=auto"])
-    rest["_run_dir_"] = str(tmp_path / "part")
-    train(rest)
+    train(load_config([*base, "trainer.resume=auto"]), tmp_path / "part")
     a = read_resume_state(tmp_path / "whole" / "checkpoints")
     b = read_resume_state(tmp_path / "part" / "checkpoints")
     assert a[0]["epoch"] == b[0]["epoch"] == 3
@@ -130,16 +124,13 @@ def test_resume_restores_the_optimizer_and_the_callbacks(data, tmp_path):
 
 
 def test_resuming_with_other_settings_is_refused(data, tmp_path):
-    cfg = load_config([f"dataset.root={data}", *TINY, "trainer.epochs=1"])
-    cfg["_run_dir_"] = str(tmp_path / "run")
-    train(cfg)
+    train(load_config([f"dataset.root={data}", *TINY, "trainer.epochs=1"]), tmp_path / "run")
     changed = load_config(
         [f"dataset.root={data}", *TINY, "trainer.epochs=1", "trainer.learning_rate=0.1",
          "trainer.resume=auto"]
     )  # fmt: skip
-    changed["_run_dir_"] = str(tmp_path / "run")
     with pytest.raises(ConfigError, match="trainer.learning_rate"):
-        train(changed)
+        train(changed, tmp_path / "run")
 
 
 def test_a_signal_is_passed_on_to_the_handler_installed_before_training(tmp_path):

@@ -1,4 +1,5 @@
-"""Every bad input gets one clear error that names the file or the key, before compute is spent.
+"""The training plan: every bad input gets one clear error that names the file or the key,
+before compute is spent.
 
 Each case breaks a tiny valid dataset or config in one way and checks that the message names
 exactly what is wrong.
@@ -8,17 +9,12 @@ from __future__ import annotations
 
 import shutil
 
-import keras
 import numpy as np
 import pytest
 
-from flexseg.config import load_config
-from flexseg.errors import ConfigError, DataError, TrainingError
-from flexseg.inference import infer
-from flexseg.preflight import PreflightError, check
-from flexseg.runs import load_run
-from flexseg.training import train
-from flexseg.training.callbacks import atomic_save
+from flexseg.config.compose import load_config
+from flexseg.errors import ConfigError, DataError, PreflightError
+from flexseg.training import make_plan
 from tests.helpers import TINY_RUN, make_flat_dataset, write_png
 
 BASE = [
@@ -140,7 +136,7 @@ def test_the_check_names_what_is_wrong(dataset, change, overrides, expected):
     if change is not None:
         change(dataset)
     with pytest.raises((PreflightError, ConfigError, DataError)) as info:
-        check(load_config([f"dataset.root={dataset}", *BASE, *overrides]))
+        make_plan(load_config([f"dataset.root={dataset}", *BASE, *overrides]))
     for text in expected:
         assert text in str(info.value)
 
@@ -149,108 +145,23 @@ def test_every_bad_file_is_listed_in_one_report(dataset):
     truncate("images/p01_z002.png")(dataset)
     write("masks/p03_z001.png", np.zeros((20, 20), np.uint8))(dataset)
     with pytest.raises(PreflightError) as info:
-        check(load_config([f"dataset.root={dataset}", *BASE]))
-    assert "found 2 problem(s)" in str(info.value)
+        make_plan(load_config([f"dataset.root={dataset}", *BASE]), outcome="nothing was trained")
+    assert "found 2 problem(s); nothing was trained" in str(info.value)
     assert "p01_z002.png" in str(info.value) and "p03_z001.png" in str(info.value)
 
 
-@pytest.mark.parametrize(
-    ("override", "key"),
-    [("trainer.epoch=3", "trainer.epoch"), ("trainer.epochs=many", "trainer.epochs")],
-    ids=["unknown key", "wrong type"],
-)
-def test_config_errors_name_the_key(override, key):
-    with pytest.raises(ConfigError, match=key):
-        load_config([override])
-
-
-def test_a_clean_config_passes_and_plans(dataset):
-    plan = check(load_config([f"dataset.root={dataset}", *BASE]))
+def test_a_clean_config_passes_and_plans_with_what_training_uses(dataset):
+    plan = make_plan(load_config([f"dataset.root={dataset}", *BASE, "loss=focal"]))
     text = plan.describe()
     assert "train       8 images of 2 groups" in text
     assert "test        4 images of 1 groups" in text
     assert f"{plan.model.count_params():,} parameters" in text
+    assert plan.loss.name == "focal" and plan.model.input_shape == (None, 32, 32, 1)
+    assert set(plan.datasets) == {"train", "test"} and plan.datasets["train"].augment is None
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """One epoch of training that goes well, then an epoch whose loss becomes NaN."""
-    root = tmp_path_factory.mktemp("data")
-    make_flat_dataset(root, slices=4, size=(30, 28))
-    run_dir = tmp_path_factory.mktemp("run")
-    overrides = [
-        "trainer.epochs=3",
-        "trainer.schedule=step",
-        "trainer.step_epochs=1",
-        "trainer.step_gamma=1e30",
-        "trainer.reduce_lr.enabled=false",
-        "trainer.early_stopping.enabled=false",
-    ]
-    cfg = load_config([f"dataset.root={root}", *BASE, *overrides])
-    cfg["_run_dir_"] = str(run_dir)
-    with pytest.raises(TrainingError) as info:
-        train(cfg)
-    return root, run_dir, str(info.value)
-
-
-def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(run):
-    _, run_dir, message = run
-    assert "the training loss became" in message and "at epoch 2, batch" in message
-    assert f"{run_dir / 'checkpoints' / 'last.keras'} (epoch 1)" in message
-    _, model, _ = load_run(run_dir, "last")
-    for weight in model.weights:
-        assert np.isfinite(keras.ops.convert_to_numpy(weight)).all()
-
-
-def test_an_input_folder_without_images(run, tmp_path):
-    _, run_dir, _ = run
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=f"{tmp_path / 'empty'} holds no images"):
-        infer({"run_dir": str(run_dir), "input": str(tmp_path / "empty")})
-
-
-def test_an_unreadable_inference_input(run, tmp_path):
-    root, run_dir, _ = run
-    (tmp_path / "broken.png").write_bytes(b"not a png")
-    good = root / "images" / "p03_z000.png"
-    with pytest.raises(PreflightError, match="broken.png"):
-        infer({"run_dir": str(run_dir), "input": [str(good), str(tmp_path / "broken.png")]})
-    assert not (run_dir / "predictions").exists()  # nothing was predicted
-
-
-def test_a_corrupt_checkpoint(run, tmp_path):
-    _, run_dir, _ = run
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy)
-    (copy / "checkpoints" / "last.keras").write_bytes(b"PK\x03\x04 half a zip")
-    with pytest.raises(DataError, match=f"cannot load checkpoint {copy / 'checkpoints'}"):
-        load_run(copy, "last")
-
-
-def test_a_checkpoint_of_another_model(run, tmp_path):
-    _, run_dir, _ = run
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy)
-    other = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(5, 1)])
-    other.save(copy / "checkpoints" / "last.keras")
-    with pytest.raises(DataError, match="last.keras is not this run's model"):
-        load_run(copy, "last")
-
-
-def test_a_failed_write_leaves_the_previous_checkpoint_intact(run, tmp_path, monkeypatch):
-    _, run_dir, _ = run
-    _, model, _ = load_run(run_dir, "last")
-    path = atomic_save(model, tmp_path / "last.keras")
-    before = path.read_bytes()
-
-    def disk_full(target, *args, **kwargs):
-        with open(target, "wb") as f:
-            f.write(before[: len(before) // 2])  # half a file, then the disk is full
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(model, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
-        atomic_save(model, path)
-    assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["last.keras"]  # no half-written file left
-    keras.saving.load_model(path, compile=False)
+def test_without_an_image_size_each_image_is_padded_to_the_model_multiple(dataset):
+    plan = make_plan(load_config([f"dataset.root={dataset}", *BASE, "dataset.image_size=null"]))
+    assert plan.model.input_shape == (None, None, None, 1)
+    assert plan.datasets["train"][0][0].shape == (2, 32, 28, 1)  # 30 x 28 padded to 4s
+    assert "any input size" in plan.describe()

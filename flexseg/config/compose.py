@@ -1,0 +1,116 @@
+"""Hydra composition of a command's config from `conf/`, as a typed config.
+
+With `app.py`, the only flexseg module that imports Hydra or OmegaConf. Hydra merges each
+YAML option into the schema's sections (registered here), so a misspelled key or a value of
+the wrong type stops composition with the key's name; `parse` then checks the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from flexseg.config.parse import parse
+from flexseg.config.schema import (
+    COMMANDS,
+    MODELS,
+    AugmentConfig,
+    DatasetConfig,
+    TrainerConfig,
+    loss_schema,
+    model_schema,
+)
+from flexseg.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+@functools.cache
+def register() -> None:
+    """Registers the schemas that `conf/` names (`train_schema`, `dataset_schema`,
+    `flex_unet_schema`, `ce_dice_schema`, ...) and the `${sample_data:<name>}` resolver."""
+    from flexseg.losses import LOSSES
+
+    store = ConfigStore.instance()
+    for command, schema in COMMANDS.items():
+        store.store(name=f"{command}_schema", node=schema)
+    for group, schema in [
+        ("dataset", DatasetConfig),
+        ("augment", AugmentConfig),
+        ("trainer", TrainerConfig),
+    ]:
+        store.store(group=group, name=f"{group}_schema", node=schema)
+    for name, target in MODELS.items():
+        store.store(group="model", name=f"{name}_schema", node=model_schema(target))
+    for name in LOSSES:
+        store.store(group="loss", name=f"{name}_schema", node=loss_schema(name))
+    # ${sample_data:ms-lesjak-flair}: a data set shipped inside the package, wherever it is.
+    OmegaConf.register_new_resolver("sample_data", lambda name: str(SAMPLE_DATA / name))
+
+
+def load_config(overrides: Sequence[str] = (), command: str = "train") -> Any:
+    """Composes `conf/<command>.yaml` with command-line style overrides, as a typed config.
+
+    Example:
+    >>> cfg = load_config(["dataset=ms_lesjak", "trainer.epochs=2"])
+    >>> cfg.trainer.epochs
+    2
+    """
+    register()
+    schema = COMMANDS[command]
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose(command, overrides=list(overrides))
+    except OmegaConfBaseException as error:
+        raise ConfigError(_composition_error(error, schema, command)) from error
+    except Exception as error:  # Hydra's own errors: unknown group option, bad override
+        if type(error).__module__.startswith("hydra"):
+            raise ConfigError(_composition_error(error, schema, command)) from error
+        raise
+    return typed(cfg, schema)
+
+
+def typed(cfg: DictConfig, schema: type) -> Any:
+    """A composed config, resolved, as a typed config of `schema`."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        raise ConfigError(explain(error)) from error
+    plain.pop("hydra", None)
+    return parse(schema, plain)
+
+
+def _composition_error(error: Exception, schema: type, command: str) -> str:
+    message = explain(error)
+    if f"not in '{schema.__name__}'" in message:  # a key the command does not take
+        keys = ", ".join(f.name for f in dataclasses.fields(schema))
+        message += f"; {command} takes {keys}"
+    return message
+
+
+def explain(error: Exception) -> str:
+    """One readable message: Hydra's own first line, then the reason OmegaConf gave."""
+    if isinstance(error, OmegaConfBaseException):
+        key = getattr(error, "full_key", None)
+        message = str(error).splitlines()[0]
+        return f"config key `{key}`: {message}" if key else message
+    lines = [line for line in str(error).splitlines() if line and not line.startswith("To append")]
+    message = "\n".join(lines).rstrip(".") or type(error).__name__
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, OmegaConfBaseException):
+        reason = str(cause).splitlines()[0]
+        key = getattr(cause, "full_key", None)
+        message += f": {reason}" + (f" (key `{key}`)" if key and key not in reason else "")
+    key = getattr(error, "full_key", None)
+    if key and key not in message:
+        message = f"config key `{key}`: {message}"
+    return message

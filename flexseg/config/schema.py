@@ -1,0 +1,344 @@
+"""The schema of every command's config: the one place a default lives.
+
+Each section is a dataclass that checks its own values when it is made (types, choices,
+ranges: `flexseg.config.parse`), so a config written in Python and one composed by Hydra
+from `conf/` pass the same checks. The `model` and `loss` sections are not written here:
+their keys and defaults are the constructor arguments of the model class (`_target_`) and of
+the loss class (`name`), read from the signature (`model_schema`, `loss_schema`).
+
+Values that follow from others are derived here once: `model.input_shape` and
+`model.num_classes` follow the dataset unless set, `model.from_logits` and
+`model.size_multiple` come from the model's settings, `dataset.names` from the classes.
+
+Example:
+>>> cfg = TrainConfig(dataset=DatasetConfig(name="scans", root="data", group_regex=r"^(p\\d+)_"))
+>>> cfg.model.input_shape, cfg.loss.name, cfg.trainer.epochs
+([None, None, 1], 'ce_dice', 50)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from flexseg.config.parse import MISSING, Section, parse, section_schema
+from flexseg.config.targets import import_target
+
+SPLITS = ("train", "valid", "test")
+LAYOUTS = ("flat", "splits")  # root/{images,masks} + a split rule | root/{train,valid,test}/...
+SIZE_POLICIES = ("pad", "resize")
+NORMALIZATIONS = ("scale01", "zscore", "group_zscore", "none")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+DISTRIBUTIONS = ("none", "data_parallel", "auto")
+CHECKPOINTS = ("best", "last")
+RESUMES = ("never", "auto")
+TTA_MODES = ("none", "flip")
+
+# The models a config can name, by their option in conf/model/; `_target_` picks the class.
+MODELS = {"flex_unet": "flexseg.models.FlexUNet"}
+DEFAULT_MODEL = MODELS["flex_unet"]
+DEFAULT_LOSS = "ce_dice"
+
+
+def choice(default, options: tuple) -> Any:
+    """A field whose value must be one of `options`."""
+    return field(default=default, metadata={"choices": options})
+
+
+def rule(default, test: Callable[[Any], bool], wanted: str) -> Any:
+    """A field whose value must pass `test`; `wanted` says what it must be."""
+    return field(default=default, metadata={"rule": (test, wanted)})
+
+
+def _fraction(low_open: bool, high_open: bool) -> Callable[[Any], bool]:
+    def test(value) -> bool:
+        if value is None:
+            return True
+        above = value > 0 if low_open else value >= 0
+        below = value < 1 if high_open else value <= 1
+        return above and below
+
+    return test
+
+
+def _optional_pair(test: Callable[[list], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or (len(value) == 2 and test(value))
+
+
+def _compile_cache() -> Any:
+    # JAX's compiled programs kept for the next run: auto (~/.cache/flexseg/jax) | none | a folder
+    return rule("auto", lambda v: bool(v.strip()), "auto, none or a folder")
+
+
+@dataclass
+class SplitConfig(Section):
+    KEY: ClassVar[str] = "dataset.split"
+    # Group ids per split, e.g. {train: [p07, p19], test: [p26]}; or `fractions` instead.
+    # Empty means not given; to switch a dataset from one to the other on the command line:
+    # dataset.split.groups=null ++dataset.split.fractions={train:0.8,test:0.2}
+    groups: dict[str, list[str]] | None = field(default_factory=dict)
+    # Share of the groups per split, e.g. {train: 0.7, valid: 0.1, test: 0.2}, seeded.
+    fractions: dict[str, float] | None = field(default_factory=dict)
+    # Share of each training group's slices held out (as one contiguous block) for validation.
+    holdout_fraction: float = rule(0.0, _fraction(False, True), "in [0, 1)")
+    seed: int | None = None  # defaults to the run's seed
+
+
+@dataclass
+class DatasetConfig(Section):
+    KEY: ClassVar[str] = "dataset"
+    name: str = MISSING  # names the output folder: outputs/<name>/<time>
+    root: str = MISSING
+    layout: str = choice("flat", LAYOUTS)
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+    mask_suffix: str = ""
+    group_regex: str | None = None  # first capture group = the patient id of a file name
+    split: SplitConfig = field(default_factory=SplitConfig)
+    num_classes: int = rule(2, lambda n: n >= 2, ">= 2 (the background is a class)")
+    class_names: list[str] | None = None
+    rgb_map: Any = None  # [{name, color: [r, g, b], id}] or {"(r, g, b)": id}; None: id masks
+    color_tolerance: float = 10.0
+    channels: int = choice(1, (1, 3))
+    # [height, width] of the model input; None pads each image to the model's size multiple.
+    image_size: list[int] | None = rule(
+        None, _optional_pair(lambda size: min(size) >= 1), "[height, width] of positive integers"
+    )
+    size_policy: str = choice("pad", SIZE_POLICIES)
+    normalize: str = choice("scale01", NORMALIZATIONS)
+    clip_percentiles: list[float] | None = rule(
+        None,
+        _optional_pair(lambda p: 0 <= p[0] < p[1] <= 100),
+        "[low, high], 0 <= low < high <= 100",
+    )
+    ignore_zero: bool = True  # z-score statistics over non-zero pixels only
+    cache: bool = False  # keep decoded images in memory
+
+    @property
+    def names(self) -> list[str]:
+        """The class names: `class_names`, or class_0, class_1, ..."""
+        return list(self.class_names or [f"class_{i}" for i in range(self.num_classes)])
+
+
+@dataclass
+class AugmentConfig(Section):
+    KEY: ClassVar[str] = "augment"
+    name: str = "none"
+    # albumentations transforms in order: [{name: HorizontalFlip, p: 0.5}, ...]
+    transforms: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class ReduceLRConfig(Section):
+    KEY: ClassVar[str] = "trainer.reduce_lr"
+    enabled: bool = True
+    factor: float = 0.5
+    patience: int = 5
+    min_lr: float = 1e-6
+
+
+@dataclass
+class EarlyStoppingConfig(Section):
+    KEY: ClassVar[str] = "trainer.early_stopping"
+    enabled: bool = True
+    patience: int = 15
+    restore_best: bool = True
+
+
+@dataclass
+class TrainerConfig(Section):
+    KEY: ClassVar[str] = "trainer"
+    epochs: int = rule(50, lambda n: n >= 1, ">= 1")
+    batch_size: int = rule(8, lambda n: n >= 1, ">= 1")
+    learning_rate: float = 1e-3
+    optimizer: str = choice("adam", OPTIMIZERS)
+    weight_decay: float = 1e-4  # adamw only
+    clipnorm: float | None = None
+    schedule: str = choice("constant", SCHEDULES)
+    warmup_epochs: int = 0
+    step_epochs: int = 30  # step schedule: multiply by step_gamma every step_epochs
+    step_gamma: float = 0.1
+    reduce_lr: ReduceLRConfig = field(default_factory=ReduceLRConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    monitor: str = "val_fg_dice"
+    steps_per_epoch: int | None = None
+    drop_remainder: bool = True  # training: leave out an epoch's last, smaller batch
+    # training: oversample slices with foreground to this share of an epoch
+    foreground_fraction: float | None = rule(None, _fraction(True, False), "in (0, 1] or null")
+    select_checkpoint: str = choice("best", CHECKPOINTS)  # what evaluate / infer use
+    preview_images: int = 6  # fixed validation images predicted after every epoch
+    tensorboard: bool = False
+    workers: int = 1
+    use_multiprocessing: bool = False
+    jit_compile: Any = rule(
+        "auto", lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"
+    )
+    compile_cache: str = _compile_cache()
+    # data parallel where JAX or TensorFlow sees several devices (auto), or not (none)
+    distribution: str = choice("auto", DISTRIBUTIONS)
+    # auto: measured per device (backend.auto_precision)
+    precision: str = choice("float32", PRECISIONS)
+    verbose: int = 1
+    max_minutes: float | None = None  # stop after the epoch that passes this wall time
+    resume: str = choice("never", RESUMES)  # auto: continue the run folder after its last epoch
+
+
+class ModelSection(Section):
+    """Base of the `model` sections, whose fields are the model class's arguments."""
+
+    KEY: ClassVar[str] = "model"
+
+    def arguments(self) -> dict:
+        """The model class's constructor arguments."""
+        return {k: v for k, v in vars(self).items() if k != "_target_"}
+
+    @property
+    def from_logits(self) -> bool:
+        """Whether the model outputs logits rather than probabilities."""
+        return self.output == "logits"
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width of an input must be multiples of this number."""
+        return import_target(self._target_).size_multiple_for(self.arguments())
+
+
+class LossSection(Section):
+    """Base of the `loss` sections, whose fields are the loss class's arguments."""
+
+    KEY: ClassVar[str] = "loss"
+
+    def arguments(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k != "name"}
+
+
+# Arguments a config never sets: they follow from other settings or name the Keras object.
+_DERIVED = ("name", "from_logits", "reduction", "dtype")
+
+
+@functools.cache
+def model_schema(target: str) -> type[ModelSection]:
+    """The `model` section of the model class `target` (a dotted path): one field per
+    constructor argument, with its default; `input_shape` and `num_classes` default to None,
+    which means "follow the dataset"."""
+    factory = import_target(target)
+    return section_schema(
+        f"{factory.__name__}Config",
+        factory,
+        ModelSection,
+        first={"_target_": (str, target)},
+        overrides={"input_shape": (Any, None), "num_classes": (int | None, None)},
+        skip=_DERIVED,
+    )
+
+
+@functools.cache
+def loss_schema(name: str) -> type[LossSection]:
+    """The `loss` section of the loss registered as `name` (flexseg.losses.LOSSES)."""
+    from flexseg.losses import LOSSES, loss_class
+
+    factory = loss_class(name)
+    return section_schema(
+        f"{factory.__name__}Config",
+        factory,
+        LossSection,
+        first={"name": (str, name)},
+        skip=_DERIVED,
+        choices={"name": tuple(LOSSES)},
+    )
+
+
+def _derived_section(value, base: type, schema_of: Callable, kind: str, default: str):
+    """A `model` or `loss` section from what a config gives: the section itself, nothing
+    (the default class's defaults), or a dict whose `kind` key names the class."""
+    if isinstance(value, base):
+        return value
+    if isinstance(value, str) and value == MISSING:
+        return schema_of(default)()
+    if not isinstance(value, Mapping):
+        return parse(base, value)  # refuses it with the key's name
+    return parse(schema_of(value.get(kind, default)), value)
+
+
+@dataclass
+class TrainConfig(Section):
+    """`flexseg-train` and `flexseg-check`: a model, a dataset and how to train it.
+
+    `model` and `loss` take their classes' defaults (FlexUNet, ce_dice) when not given;
+    `augment` defaults to none (the command line picks `augment=light`).
+    """
+
+    dataset: DatasetConfig = MISSING
+    model: Any = MISSING  # the model class's arguments (model_schema)
+    loss: Any = MISSING  # the loss class's arguments (loss_schema)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0  # seeds shuffling, augmentation and weight initialisation
+
+    def __post_init__(self) -> None:
+        self.model = _derived_section(
+            self.model, ModelSection, model_schema, "_target_", DEFAULT_MODEL
+        )
+        self.loss = _derived_section(self.loss, LossSection, loss_schema, "name", DEFAULT_LOSS)
+        super().__post_init__()
+        dataset = self.dataset
+        if self.model.input_shape is None:
+            self.model.input_shape = [*(dataset.image_size or [None, None]), dataset.channels]
+        if self.model.num_classes is None:
+            self.model.num_classes = dataset.num_classes
+
+
+@dataclass
+class PreviewAugmentConfig(TrainConfig):
+    """`flexseg-preview-augment`: the training config and how many samples to draw."""
+
+    preview_samples: int = 16
+
+
+@dataclass
+class StatsConfig(Section):
+    """`flexseg-stats`: a dataset's statistics."""
+
+    dataset: DatasetConfig = MISSING
+    seed: int = 0  # seeds the split by fractions
+
+
+@dataclass
+class EvaluateConfig(Section):
+    """`flexseg-evaluate`: a training run scored on one of its splits."""
+
+    run_dir: str = MISSING  # the folder of a training run
+    split: str = choice("test", SPLITS)
+    checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
+    tta: str = choice("none", TTA_MODES)
+    compile_cache: str = _compile_cache()
+
+
+@dataclass
+class InferConfig(Section):
+    """`flexseg-infer`: a training run's predictions for new images."""
+
+    run_dir: str = MISSING  # the folder of a training run
+    input: Any = MISSING  # an image, a folder, a text file listing images, or a list of images
+    output: str | None = None  # default: <run_dir>/predictions
+    overwrite: bool = False
+    tta: str = choice("none", TTA_MODES)
+    save_probabilities: bool = False
+    checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
+    compile_cache: str = _compile_cache()
+
+
+# Each command's primary config (conf/<name>.yaml) and its schema.
+COMMANDS = {
+    "train": TrainConfig,
+    "check": TrainConfig,
+    "demo": TrainConfig,
+    "preview_augment": PreviewAugmentConfig,
+    "stats": StatsConfig,
+    "evaluate": EvaluateConfig,
+    "infer": InferConfig,
+}

@@ -1,0 +1,34 @@
+"""Objects named by a dotted path (`_target_`), built with plain-container arguments."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from flexseg.errors import ConfigError
+
+
+def import_target(target: str) -> Any:
+    """The object a dotted path such as `flexseg.models.FlexUNet` names."""
+    if not isinstance(target, str) or "." not in target:
+        raise ConfigError(
+            f"`_target_` must be a dotted path such as flexseg.models.FlexUNet: {target!r}"
+        )
+    module_name, _, attr = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"`_target_` {target!r} cannot be imported: {error}") from error
+
+
+def instantiate(section, **overrides) -> Any:
+    """Builds what a `model` section describes: its `_target_` called with its arguments.
+
+    Arguments stay plain Python containers, so the object's own config (a Keras model's
+    `get_config()`) stays JSON-serializable.
+
+    Example:
+    >>> model = instantiate(cfg.model, input_shape=[64, 64, 1])
+    """
+    factory = import_target(section._target_)
+    return factory(**{**section.arguments(), **overrides})

@@ -1,0 +1,75 @@
+"""Data checks: every file of a split or of an inference input read once, every problem named.
+
+Each problem is one line that names the file, says what is wrong and how to fix it; callers
+collect them all and raise one `PreflightError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from flexseg.data.dataset import read_pair
+from flexseg.data.masks import ColorMap
+from flexseg.data.reading import ReadSpec, read_image
+from flexseg.data.sources import Sample
+from flexseg.errors import DataError
+
+
+def scan_samples(
+    samples: Sequence[Sample], num_classes: int, spec: ReadSpec, colormap: ColorMap | None
+) -> tuple[dict, list[str], np.ndarray]:
+    """Reads every image and mask of a split, in threads.
+
+    Returns:
+        Facts about the split, one problem line per bad file, and the pixel count per class.
+    """
+
+    def read(sample: Sample):
+        try:
+            _, mask, _ = read_pair(sample, num_classes, spec, colormap)
+        except DataError as error:
+            return str(error)
+        return np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = list(pool.map(read, samples))
+    problems = [r for r in results if isinstance(r, str)]
+    counts = [r for r in results if not isinstance(r, str)]
+    facts = {
+        "images": len(samples),
+        "groups": len({s.group for s in samples}),
+        "with_foreground": float(np.mean([c[1:].sum() > 0 for c in counts])) if counts else 0.0,
+    }
+    pixels = np.sum(counts, axis=0) if counts else np.zeros(num_classes, np.int64)
+    return facts, problems, pixels
+
+
+def input_problems(paths: Sequence[Path]) -> list[str]:
+    """One line per inference input that cannot be read as an image."""
+
+    def read(path: Path) -> str | None:
+        try:
+            read_image(path, None)
+        except DataError as error:
+            return str(error)
+        return None
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return [r for r in pool.map(read, paths) if r]
+
+
+def channel_notes(splits: Mapping[str, list[Sample]], spec: ReadSpec) -> list[str]:
+    """A note when the files hold another channel count than the model reads."""
+    first = next(s for samples in splits.values() for s in samples)
+    found = read_image(first.image, None).shape[-1]
+    if found == spec.channels:
+        return []
+    return [
+        f"{first.image} has {found} channel(s) and dataset.channels={spec.channels}: images are "
+        + ("averaged to gray" if spec.channels == 1 else "repeated to RGB")
+    ]

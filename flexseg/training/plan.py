@@ -1,0 +1,201 @@
+"""The training plan: every problem of a training config and its data, found before compute.
+
+`flexseg-check` makes the plan and prints it; `train` makes it before training and trains
+with what it built. It reads every image and mask of every split, builds the model and the
+loss, and pushes one batch through both. Each problem is one line that names the file or the
+config key, says what is wrong and how to fix it; all of them are reported together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from flexseg import backend
+from flexseg.config.schema import TrainConfig
+from flexseg.config.targets import instantiate
+from flexseg.data.build import build_datasets, colormap_of, read_spec
+from flexseg.data.checks import channel_notes, scan_samples
+from flexseg.data.dataset import SegmentationDataset
+from flexseg.data.sources import Sample, find_samples
+from flexseg.errors import ConfigError, DataError, PreflightError
+from flexseg.losses import SegmentationLoss, build_loss
+from flexseg.models import forward_flops
+
+
+@dataclass
+class Plan:
+    """What a run will do, and the objects the check built on the way to knowing it."""
+
+    cfg: TrainConfig
+    splits: dict[str, list[Sample]]
+    datasets: dict[str, SegmentationDataset]
+    model: keras.Model
+    loss: SegmentationLoss
+    facts: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """The plan as a few readable lines."""
+        f = self.facts
+        flops = f["gflops_per_image"]
+        lines = [
+            f"backend     {f['backend']} on {', '.join(f['devices'])}",
+            f"model       {f['model']}: {f['params']:,} parameters, "
+            + (f"{flops:.2f} GFLOP per image (forward)" if flops else "any input size"),
+            f"input       {f['input_shape']} (height, width, channels), {f['num_classes']} classes",
+        ]
+        for split, s in f["splits"].items():
+            lines.append(
+                f"{split:<11} {s['images']} images of {s['groups']} groups, "
+                f"{s['with_foreground']:.0%} with foreground"
+            )
+        classes = ", ".join(f"{k} {v:.4f}" for k, v in f["class_pixel_fraction"].items())
+        lines.append(f"classes     pixel fractions in train: {classes}")
+        trainer = self.cfg.trainer
+        lines.append(
+            f"training    {trainer.epochs} epochs of {len(self.datasets['train'])} batches of "
+            f"{trainer.batch_size}, learning rate {trainer.learning_rate:g}"
+        )
+        lines.append(f"output      {f['run_dir']}")
+        lines += [f"note        {note}" for note in f["notes"]]
+        return "\n".join(lines)
+
+
+def make_plan(
+    cfg: TrainConfig, run_dir: str | Path | None = None, outcome: str | None = None
+) -> Plan:
+    """Checks a training config and its data; returns the plan.
+
+    Args:
+        cfg: the training config.
+        run_dir: where the run will write, for the plan's text.
+        outcome: what a PreflightError says did not happen, e.g. "nothing was trained".
+
+    Raises:
+        PreflightError: listing every problem found.
+
+    Example:
+    >>> plan = make_plan(load_config(["dataset=lgg", "dataset.root=/data/lgg"]))
+    >>> print(plan.describe())
+    """
+    problems: list[str] = []
+    dataset = cfg.dataset
+    try:
+        size_multiple = cfg.model.size_multiple
+    except ValueError:  # a bad model argument: building the model below names it
+        size_multiple = None
+    spec = _collect(problems, read_spec, dataset, size_multiple) if size_multiple else None
+    try:
+        cmap, masks_readable = colormap_of(dataset), True
+    except ConfigError as error:  # without the map, masks cannot be scanned
+        problems.append(str(error))
+        cmap, masks_readable = None, False
+    problems += config_problems(cfg)
+    model = _collect(problems, _build_model, cfg)
+    loss = _collect(problems, build_loss, cfg.loss, dataset.num_classes, cfg.model.from_logits)
+    splits = _collect(problems, find_samples, dataset, cfg.seed)
+    split_facts, pixels = {}, np.zeros(dataset.num_classes, np.int64)
+    if splits is not None and spec is not None and masks_readable:
+        for split, samples in splits.items():
+            if not samples:
+                continue
+            found, split_problems, counts = scan_samples(samples, dataset.num_classes, spec, cmap)
+            problems += split_problems
+            split_facts[split] = found
+            if split == "train":
+                pixels = counts
+    if problems:
+        raise PreflightError(problems, outcome)
+
+    datasets = build_datasets(cfg, splits, spec, cmap)
+    problems += batch_problems(model, loss, datasets["train"])
+    if problems:
+        raise PreflightError(problems, outcome)
+    total = max(int(pixels.sum()), 1)
+    facts = {
+        "backend": backend.name(),
+        "devices": backend.devices(),
+        "model": type(model).__name__,
+        "params": model.count_params(),
+        # FLOPs need a fixed size: without dataset.image_size each image is padded on its own.
+        "gflops_per_image": forward_flops(model) / 1e9 if dataset.image_size else None,
+        "input_shape": list(model.input_shape[1:]),
+        "num_classes": dataset.num_classes,
+        "splits": split_facts,
+        "class_pixel_fraction": {
+            n: float(p / total) for n, p in zip(dataset.names, pixels, strict=True)
+        },
+        "run_dir": str(run_dir) if run_dir else f"outputs/{dataset.name}/<start time>/",
+        "notes": channel_notes(splits, spec),
+    }
+    return Plan(cfg, splits, datasets, model, loss, facts)
+
+
+def config_problems(cfg: TrainConfig) -> list[str]:
+    """Settings that are each valid but cannot work together, one line each."""
+    problems: list[str] = []
+    dataset, trainer, model = cfg.dataset, cfg.trainer, cfg.model
+    if trainer.schedule != "constant" and trainer.reduce_lr.enabled:
+        problems.append(
+            f"trainer.schedule={trainer.schedule} sets the learning rate every epoch; set "
+            "trainer.reduce_lr.enabled=false to use it (both cannot steer the rate)."
+        )
+    if model.input_shape[-1] != dataset.channels:
+        problems.append(
+            f"model.input_shape has {model.input_shape[-1]} channel(s) but dataset.channels="
+            f"{dataset.channels}; make them agree (model.input_shape follows dataset.channels "
+            "unless set)."
+        )
+    if model.num_classes != dataset.num_classes:
+        problems.append(
+            f"model.num_classes={model.num_classes} but dataset.num_classes="
+            f"{dataset.num_classes}; make them agree."
+        )
+    return problems
+
+
+def batch_problems(
+    model: keras.Model, loss: SegmentationLoss, data: SegmentationDataset
+) -> list[str]:
+    """Pushes one training batch through the model and the loss."""
+    images, masks = data[0]
+    output = model(images, training=False)
+    if tuple(output.shape) != masks.shape:
+        return [
+            f"the model's output {tuple(output.shape)} does not match the masks {masks.shape} "
+            "(batch, height, width, classes); check model.num_classes and dataset.image_size."
+        ]
+    value = float(keras.ops.convert_to_numpy(loss(masks, output)))
+    if not math.isfinite(value):
+        names = ", ".join(str(s.image) for s in data.samples[: data.batch_size])
+        return [
+            f"the loss of the first batch is {value} ({names}); check those images for "
+            "non-finite values and dataset.normalize."
+        ]
+    return []
+
+
+def _build_model(cfg: TrainConfig) -> keras.Model:
+    try:
+        return instantiate(cfg.model)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(
+            f"model: {error} (model.input_shape follows dataset.image_size="
+            f"{cfg.dataset.image_size})"
+        ) from error
+
+
+def _collect(problems: list[str], fn: Callable, *args):
+    """fn(*args), or None with its ConfigError / DataError message added to `problems`."""
+    try:
+        return fn(*args)
+    except (ConfigError, DataError) as error:
+        problems.append(str(error))
+        return None

@@ -1,0 +1,109 @@
+"""Every command's config composes from conf/, and every option of every group builds."""
+
+from __future__ import annotations
+
+import pytest
+
+from flexseg.config import COMMANDS, instantiate
+from flexseg.config.compose import CONF_DIR, load_config
+from flexseg.data.build import colormap_of, read_spec
+from flexseg.data.transforms import build_augmentation
+from flexseg.errors import ConfigError
+from flexseg.losses import build_loss
+from flexseg.training.setup import build_optimizer
+
+GROUPS = ("model", "dataset", "augment", "loss", "trainer")
+NEEDS_ROOT = {"lgg"}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("group", "option"),
+    [(g, o) for g in GROUPS for o in options(g)]
+    + [("experiment", o) for o in options("experiment")],
+)
+def test_every_option_composes_and_builds(group, option, tmp_path):
+    overrides = [f"{group}={option}"]
+    if option in NEEDS_ROOT or (group == "experiment" and option in ("lgg", "reference_t2")):
+        overrides.append(f"dataset.root={tmp_path}")
+    cfg = load_config(overrides)
+    if group == "model":
+        # A small input keeps building cheap; every other value is the option's own.
+        model = instantiate(cfg.model, input_shape=[64, 64, cfg.dataset.channels])
+        assert model.count_params() > 0
+    read_spec(cfg.dataset, cfg.model.size_multiple)
+    cmap = colormap_of(cfg.dataset)
+    assert cmap is None or cmap.num_classes == cfg.dataset.num_classes
+    build_augmentation(cfg.augment.transforms)
+    build_loss(cfg.loss, cfg.dataset.num_classes)
+    build_optimizer(cfg.trainer)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_its_own_config(command):
+    required = {"evaluate": ["run_dir=r"], "infer": ["run_dir=r", "input=i"]}
+    cfg = load_config(required.get(command, []), command)
+    assert type(cfg) is COMMANDS[command]
+    assert (CONF_DIR / f"{command}.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("command", "overrides", "key"),
+    [
+        ("train", ["trainer.reduer_patience=3"], "reduer_patience"),  # the reference's silent typo
+        ("train", ["+trainer.reduce_lr.patiense=3"], "trainer.reduce_lr.patiense"),
+        ("train", ["+seeds=1"], "seeds"),
+        ("train", ["trainer.epochs=many"], "trainer.epochs"),
+        ("train", ["model.base_filter=8"], "base_filter"),
+        ("train", ["dataset=nope"], "dataset/nope"),
+        ("train", ["loss=focal", "loss.alpha=0.5"], "alpha"),
+        ("train", ["run_dir=r"], "run_dir"),
+        ("infer", ["run_dir=r", "input=i", "trainer.epochs=3"], "trainer"),
+        ("evaluate", ["run_dir=r", "dataset.root=d"], "dataset"),
+        ("stats", ["model.base_filters=8"], "model"),
+        ("stats", ["experiment=lgg"], "experiment"),
+    ],
+)
+def test_unknown_keys_and_wrong_types_are_errors_that_name_the_key(command, overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(overrides, command)
+
+
+@pytest.mark.parametrize(
+    ("command", "overrides", "key"),
+    [("train", ["dataset=lgg"], "dataset.root"), ("evaluate", [], "run_dir"),
+     ("infer", ["run_dir=r"], "input")],
+)  # fmt: skip
+def test_required_values_are_named(command, overrides, key):
+    with pytest.raises(ConfigError, match=f"{key} is required"):
+        load_config(overrides, command)
+
+
+def test_the_model_follows_the_dataset():
+    cfg = load_config(
+        ["dataset.num_classes=3", "dataset.image_size=[96,64]", "dataset.rgb_map=null"]
+    )
+    assert cfg.model.num_classes == 3
+    assert cfg.model.input_shape == [96, 64, 1]
+
+
+def test_the_slurm_launcher_takes_its_settings_from_the_environment(monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from flexseg.config.compose import register
+
+    register()
+    monkeypatch.setenv("SBATCH_PARTITION", "gpu")
+    monkeypatch.setenv("FLEXSEG_GPUS_PER_NODE", "4")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train", ["hydra/launcher=slurm", "hydra.launcher.mem_gb=64"], return_hydra_config=True
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.account) == ("gpu", None)
+    assert (launcher.gpus_per_node, launcher.mem_gb, launcher.timeout_min) == (4, 64, 240)
+    assert launcher.max_num_timeout > 0  # requeued at the time limit

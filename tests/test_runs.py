@@ -1,0 +1,58 @@
+"""Run folders: a run's config and checkpoint load, and a broken one is named."""
+
+from __future__ import annotations
+
+import shutil
+
+import keras
+import pytest
+import yaml
+
+from flexseg.config import as_dict
+from flexseg.errors import DataError
+from flexseg.runs import load_run, read_run_config
+
+
+def test_a_run_loads_with_its_selected_checkpoint(trained):
+    _, run_dir, _ = trained
+    run = load_run(run_dir)
+    assert run.checkpoint == "best" and run.selected
+    assert run.model.input_shape == (None, 32, 32, 1)
+    other = load_run(run_dir, "last")
+    assert other.checkpoint == "last" and not other.selected
+
+
+def test_the_config_of_an_older_run_is_read(trained, tmp_path):
+    """Runs written before each command had its own config held every command's keys and
+    every loss's parameters in one section."""
+    _, run_dir, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    saved = yaml.safe_load((copy / "config.yaml").read_text())
+    older = {
+        **saved,
+        "loss": {**saved["loss"], "gamma": 2.0, "alpha": 0.3, "beta": 0.7},
+        "run_dir": None, "input": None, "output": None, "overwrite": False, "tta": "none",
+        "save_probabilities": False, "split": "test", "checkpoint": None, "preview_samples": 16,
+    }  # fmt: skip
+    (copy / "config.yaml").write_text(yaml.safe_dump(older))
+    assert as_dict(read_run_config(copy)) == as_dict(read_run_config(run_dir))
+
+
+def test_a_corrupt_checkpoint(trained, tmp_path):
+    _, run_dir, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "checkpoints" / "last.keras").write_bytes(b"PK\x03\x04 half a zip")
+    with pytest.raises(DataError, match=f"cannot load checkpoint {copy / 'checkpoints'}"):
+        load_run(copy, "last")
+
+
+def test_a_checkpoint_of_another_model(trained, tmp_path):
+    _, run_dir, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    other = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(5, 1)])
+    other.save(copy / "checkpoints" / "last.keras")
+    with pytest.raises(DataError, match="last.keras is not this run's model"):
+        load_run(copy, "last")
