@@ -65,8 +65,9 @@ def evaluate_samples(
     total = np.zeros((num_classes, 3), np.int64)
     rows, volumes = [], {}
     for sample in sorted(samples, key=lambda s: natural_key(s.name)):
-        truth, _ = decode_mask(sample.mask, num_classes, colormap)
-        raw = read_image(sample.image, predictor.spec.channels)
+        spec = predictor.spec
+        truth, _ = decode_mask(sample.mask, num_classes, colormap, spec.max_pixels)
+        raw = read_image(sample.image, spec.channels, spec.max_pixels)
         probs = predictor.predict(raw, (group_stats or {}).get(sample.group))
         pred = probs.argmax(-1).astype(np.uint8)
         counts = counts_np(truth, pred, num_classes)
@@ -162,12 +163,13 @@ def evaluate(cfg: EvaluateConfig | Mapping) -> dict:
     cfg = parse(EvaluateConfig, cfg)
     run = load_run(cfg.run_dir, cfg.checkpoint)
     dataset = run.cfg.dataset
-    splits = find_samples(dataset, run.cfg.seed)
-    if not splits.get(cfg.split):
+    problems: list[str] = []  # every problem of the split's files in one report
+    splits = find_samples(dataset, run.cfg.seed, problems)
+    if not splits.get(cfg.split) and not problems:
         raise DataError(f"split {cfg.split!r} of dataset {dataset.name} has no images")
     colormap = colormap_of(dataset)
     spec = read_spec(dataset, run.model.size_multiple)
-    problems = scan_samples(splits[cfg.split], dataset.num_classes, spec, colormap)[1]
+    problems += scan_samples(splits.get(cfg.split, []), dataset.num_classes, spec, colormap)[1]
     if problems:
         raise PreflightError(problems, "nothing was evaluated")
     data = build_datasets(run.cfg, splits, spec, colormap, workers=1, only=cfg.split)[cfg.split]

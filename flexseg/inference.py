@@ -231,7 +231,8 @@ def predict_files(
     for folder in {p.parent for paths in plan for p in paths.values()}:
         folder.mkdir(parents=True, exist_ok=True)
     for image_path, paths in zip(images, plan, strict=True):
-        raw = read_image(image_path, channels=None)  # converted, with a warning, if need be
+        # Converted to the model's channels, with a warning, if need be.
+        raw = read_image(image_path, None, predictor.spec.max_pixels)
         stats = (group_stats or {}).get((groups or {}).get(image_path, image_path.stem))
         probs = predictor.predict(raw, stats)
         index = probs.argmax(-1).astype(np.uint8)
@@ -258,7 +259,7 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
     dataset = run.cfg.dataset
     spec = read_spec(dataset, run.model.size_multiple)
     images = find_inputs(cfg.input)
-    problems = input_problems(images)
+    problems = input_problems(images, spec.max_pixels)
     if problems:
         raise PreflightError(problems, "nothing was predicted")
     groups = {}

@@ -3,8 +3,11 @@
     python scripts/run_tests.py                       # tensorflow, jax and torch, side by side
     python scripts/run_tests.py --backends jax -- -k flops
     python scripts/run_tests.py --jobs 1              # one backend after another
+    python scripts/run_tests.py -- tests/data         # only these paths, on every backend
 
-Exits non-zero if any backend fails; the last lines give each backend's result and a total.
+The tests under `tests/fuzz/` read files the same way on every backend: they run once, in a
+process of their own with the first backend, unless test paths are given.
+Exits non-zero if any run fails; the last lines give each run's result and a total.
 """
 
 from __future__ import annotations
@@ -19,14 +22,27 @@ import time
 from pathlib import Path
 
 BACKENDS = ("tensorflow", "jax", "torch")
+ONCE = "tests/fuzz"  # backend-independent tests, run once
 COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|deselected|xfailed|xpassed)")
 
 
-def start_backend(backend: str, pytest_args: list[str], folder: Path, log) -> subprocess.Popen:
+def plan_runs(backends: list[str], pytest_args: list[str]) -> list[tuple[str, str, list[str]]]:
+    """(name, backend, pytest arguments) of each run: one per backend, and the tests under
+    ONCE once, unless the arguments name test paths of their own."""
+    paths = [a for a in pytest_args if not a.startswith("-") and Path(a.split("::")[0]).exists()]
+    if paths:
+        return [(b, b, pytest_args) for b in backends]
+    once = ("once", backends[0], [*pytest_args, ONCE])
+    return [once, *((b, b, [*pytest_args, f"--ignore={ONCE}"]) for b in backends)]
+
+
+def start_run(
+    name: str, backend: str, pytest_args: list[str], folder: Path, log
+) -> subprocess.Popen:
     env = {**os.environ, "KERAS_BACKEND": backend}
     # Its own temporary folder: pytest's default one is shared, and cleaned by each session.
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", f"--basetemp={folder / backend}", *pytest_args],
+        [sys.executable, "-m", "pytest", f"--basetemp={folder / name}", *pytest_args],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -47,52 +63,54 @@ def counts_of(output: str) -> dict[str, int]:
     return counts
 
 
-def run_backends(backends: list[str], pytest_args: list[str], jobs: int) -> dict:
-    """Runs up to `jobs` backends at once; prints each one's whole output when it ends."""
-    results, running, waiting = {}, {}, list(backends)
+def run_all(runs: list[tuple[str, str, list[str]]], jobs: int) -> dict:
+    """Runs up to `jobs` runs at once; prints each one's whole output when it ends."""
+    results, running, waiting = {}, {}, list(runs)
     with tempfile.TemporaryDirectory() as folder:
         while waiting or running:
             while waiting and len(running) < jobs:
-                backend = waiting.pop(0)
-                log = open(Path(folder) / f"{backend}.log", "w+")  # noqa: SIM115
-                print(f"started KERAS_BACKEND={backend}", flush=True)
-                proc = start_backend(backend, pytest_args, Path(folder), log)
-                running[backend] = (proc, log, time.monotonic())
-            for backend, (proc, log, start) in list(running.items()):
+                name, backend, pytest_args = waiting.pop(0)
+                log = open(Path(folder) / f"{name}.log", "w+")  # noqa: SIM115
+                print(f"started {name} (KERAS_BACKEND={backend})", flush=True)
+                proc = start_run(name, backend, pytest_args, Path(folder), log)
+                running[name] = (proc, log, time.monotonic(), backend)
+            for name, (proc, log, start, backend) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 seconds = time.monotonic() - start
                 log.seek(0)
                 output = log.read()
                 log.close()
-                print(f"\n===== KERAS_BACKEND={backend} =====\n{output}", end="", flush=True)
-                results[backend] = (proc.returncode, counts_of(output), seconds)
-                del running[backend]
+                print(
+                    f"\n===== {name} (KERAS_BACKEND={backend}) =====\n{output}", end="", flush=True
+                )
+                results[name] = (proc.returncode, counts_of(output), seconds)
+                del running[name]
             time.sleep(1)
-    return {b: results[b] for b in backends}
+    return {name: results[name] for name, _, _ in runs}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument(
-        "--jobs", type=int, default=len(BACKENDS), help="backends tested at once (default: all)"
+        "--jobs", type=int, default=len(BACKENDS), help="runs at once (default: one per backend)"
     )
     parser.add_argument("pytest_args", nargs="*", help="passed on to pytest (after --)")
     args = parser.parse_args()
 
     start = time.monotonic()
-    results = run_backends(args.backends, args.pytest_args, args.jobs)
+    results = run_all(plan_runs(args.backends, args.pytest_args), args.jobs)
     print("\n===== summary =====")
     passed = failed = 0
-    for backend, (code, counts, seconds) in results.items():
+    for name, (code, counts, seconds) in results.items():
         # A crash or a collection error counts as a failure even with no count printed.
         bad = counts.get("failed", 0) + counts.get("errors", 0) or int(code != 0)
         passed += counts.get("passed", 0)
         failed += bad
         status = "ok" if code == 0 else f"FAILED (exit {code})"
         detail = ", ".join(f"{n} {w}" for w, n in counts.items()) or "no tests ran"
-        print(f"{backend}: {detail} in {seconds:.0f}s -- {status}")
+        print(f"{name}: {detail} in {seconds:.0f}s -- {status}")
     if passed == 0:
         failed = max(failed, 1)
     print(f"total: {passed} passed, {failed} failed in {time.monotonic() - start:.0f}s")

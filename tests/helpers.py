@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
+import zlib
 
 import keras
 import numpy as np
@@ -166,3 +168,40 @@ def run_python(code: str, env: dict[str, str] | None = None) -> str:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
+
+
+def encoded(array: np.ndarray, image_format: str, **options) -> bytes:
+    """An array as the bytes of an image file (PNG, JPEG, TIFF, BMP), written by Pillow."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    """One PNG chunk: length, type, payload and its CRC."""
+    body = kind + payload
+    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def huge_header(extension: str, width: int, height: int) -> bytes:
+    """A small file whose header declares `width` x `height` pixels, consistent otherwise."""
+    if extension == "png":
+        ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        idat = png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        return b"\x89PNG\r\n\x1a\n" + ihdr + idat + png_chunk(b"IEND", b"")
+    if extension == "jpg":
+        data = bytearray(encoded(np.zeros((12, 16), np.uint8), "JPEG"))
+        sof = next(i for i in range(2, len(data)) if data[i - 1] == 0xFF and data[i] == 0xC0)
+        data[sof + 4 : sof + 8] = struct.pack(">HH", min(height, 65535), min(width, 65535))
+        return bytes(data)
+    if extension == "bmp":
+        data = bytearray(encoded(np.zeros((12, 16), np.uint8), "BMP"))
+        data[18:26] = struct.pack("<ii", width, height)
+        return bytes(data)
+    entries = [(256, 4, 1, width), (257, 4, 1, height), (273, 4, 1, 8), (279, 4, 1, 4)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries)
+    return b"II*\x00" + struct.pack("<I", 12) + b"\0\0\0\0" + ifd + b"\0\0\0\0"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.helpers import TRAIN_VALID_SPLIT, make_flat_dataset, write_png
+from tests.helpers import TRAIN_VALID_SPLIT, huge_header, make_flat_dataset, write_png
 
 SWEEP_RUN = [
     "dataset.image_size=[16,16]",
@@ -99,20 +99,38 @@ def test_check_prints_the_plan_of_the_builtin_sample_and_exits_0(tmp_path):
     assert not list((tmp_path / "outputs").glob("ms_lesjak/2*"))  # no run folder was made
 
 
-def test_check_names_every_bad_file_and_exits_2(tmp_path):
-    make_flat_dataset(tmp_path / "data", slices=2, size=(16, 16))
-    (tmp_path / "data" / "images" / "p01_z000.png").write_bytes(b"")
-    write_png(tmp_path / "data" / "masks" / "p03_z001.png", np.zeros((8, 8), np.uint8))
+def test_check_names_every_hostile_file_in_one_report_and_exits_2(tmp_path):
+    """Valid pairs, plus: an empty image, a mask of another size, a header declaring 40000 x
+    40000 pixels, a mask cut before its end, a 0/100/200 mask read with a 0/255 map, a folder
+    named like a mask, and an image without a mask."""
+    data = tmp_path / "data"
+    make_flat_dataset(data, slices=3, size=(16, 16))
+    (data / "images" / "p01_z000.png").write_bytes(b"")
+    write_png(data / "masks" / "p03_z001.png", np.zeros((8, 8), np.uint8))
+    huge = data / "images" / "p02_z000.png"
+    huge.write_bytes(huge_header("png", 40_000, 40_000))
+    cut = data / "masks" / "p02_z001.png"
+    cut.write_bytes(cut.read_bytes()[:-12])
+    three = np.zeros((16, 16), np.uint8)
+    three[2:8, 2:8], three[9:15, 9:15] = 100, 200
+    write_png(data / "masks" / "p03_z000.png", three)
+    (data / "masks" / "p01_z001.png").unlink()
+    (data / "masks" / "p01_z001.png").mkdir()
+    (data / "masks" / "p02_z002.png").unlink()
     result = run(
         "check",
-        f"dataset.root={tmp_path / 'data'}",
+        f"dataset.root={data}",
         "dataset.image_size=[16,16]",
         "dataset.split.groups={train:[p01,p02],test:[p03]}",
         cwd=tmp_path,
     )
-    assert result.returncode == 2
-    assert "found 2 problem(s):" in result.stderr
-    assert "p01_z000.png" in result.stderr and "p03_z001.png" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "found 7 problem(s):" in result.stderr, result.stderr
+    for name in ("images/p01_z000.png", "masks/p03_z001.png", "images/p02_z000.png",
+                 "masks/p02_z001.png", "masks/p03_z000.png", "masks/p01_z001.png",
+                 "p02_z002.png"):  # fmt: skip
+        assert name in result.stderr, name
+    assert "40000x40000" in result.stderr and "lie inside regions" in result.stderr
 
 
 def test_a_sweep_runs_every_combination_and_writes_a_summary(tmp_path):

@@ -117,6 +117,8 @@ class DatasetConfig(Section):
     )
     ignore_zero: bool = True  # z-score statistics over non-zero pixels only
     cache: bool = False  # keep decoded images in memory
+    # Files whose header declares more pixels are refused before decoding (2**28: 16k x 16k).
+    max_pixels: int = rule(2**28, lambda n: n >= 1, ">= 1")
 
     @property
     def names(self) -> list[str]:

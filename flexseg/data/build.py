@@ -37,6 +37,7 @@ def read_spec(dataset: DatasetConfig, size_multiple: int = 1) -> ReadSpec:
         normalize=dataset.normalize,
         clip_percentiles=tuple(clip) if clip else None,
         ignore_zero=dataset.ignore_zero,
+        max_pixels=dataset.max_pixels,
     )
 
 

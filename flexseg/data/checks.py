@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from flexseg.config.schema import DatasetConfig
 from flexseg.data.dataset import read_pair
 from flexseg.data.masks import ColorMap
 from flexseg.data.reading import ReadSpec, read_image
-from flexseg.data.sources import Sample
-from flexseg.errors import DataError
+from flexseg.data.sources import Sample, find_samples
+from flexseg.errors import ConfigError, DataError
 
 
 def scan_samples(
@@ -49,12 +50,40 @@ def scan_samples(
     return facts, problems, pixels
 
 
-def input_problems(paths: Sequence[Path]) -> list[str]:
+def dataset_problems(
+    dataset: DatasetConfig, seed: int, spec: ReadSpec | None, colormap: ColorMap | None
+) -> tuple[dict[str, list[Sample]], dict, list[str], np.ndarray]:
+    """Every problem of a dataset's files in one list: pairing, splitting, then reading every
+    image and mask of every split (those that pair), when `spec` (the reading) is known.
+
+    Returns:
+        The samples per split, facts per split (`scan_samples`), the problem lines, and the
+        pixel count per class of the training split.
+    """
+    problems: list[str] = []
+    try:
+        splits = find_samples(dataset, seed, problems)
+    except (ConfigError, DataError) as error:
+        return {}, {}, [*problems, str(error)], np.zeros(dataset.num_classes, np.int64)
+    facts, pixels = {}, np.zeros(dataset.num_classes, np.int64)
+    for split, samples in splits.items():
+        if not samples or spec is None:
+            continue
+        facts[split], split_problems, counts = scan_samples(
+            samples, dataset.num_classes, spec, colormap
+        )
+        problems += split_problems
+        if split == "train":
+            pixels = counts
+    return splits, facts, problems, pixels
+
+
+def input_problems(paths: Sequence[Path], max_pixels: int) -> list[str]:
     """One line per inference input that cannot be read as an image."""
 
     def read(path: Path) -> str | None:
         try:
-            read_image(path, None)
+            read_image(path, None, max_pixels)
         except DataError as error:
             return str(error)
         return None
@@ -66,7 +95,7 @@ def input_problems(paths: Sequence[Path]) -> list[str]:
 def channel_notes(splits: Mapping[str, list[Sample]], spec: ReadSpec) -> list[str]:
     """A note when the files hold another channel count than the model reads."""
     first = next(s for samples in splits.values() for s in samples)
-    found = read_image(first.image, None).shape[-1]
+    found = read_image(first.image, None, spec.max_pixels).shape[-1]
     if found == spec.channels:
         return []
     return [

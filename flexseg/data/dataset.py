@@ -103,6 +103,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.cache = cache
         self.epoch = 0
         self.report = MaskReport()
+        self.read_error: DataError | None = None  # the last file that failed to read
         self._cache: dict[int, tuple] = {}
         self._local = threading.local()
         if spec.normalize == "group_zscore" and group_stats is None:
@@ -146,7 +147,10 @@ class SegmentationDataset(keras.utils.PyDataset):
                 f"foreground_fraction must be in (0, 1]. Received: foreground_fraction={fraction}"
             )
         has_fg = np.array(
-            [decode_mask(s.mask, self.num_classes, self.colormap)[0].any() for s in self.samples]
+            [
+                decode_mask(s.mask, self.num_classes, self.colormap, self.spec.max_pixels)[0].any()
+                for s in self.samples
+            ]
         )
         self._with_fg, self._empty = np.flatnonzero(has_fg), np.flatnonzero(~has_fg)
         if not len(self._with_fg):
@@ -162,7 +166,12 @@ class SegmentationDataset(keras.utils.PyDataset):
             raise IndexError(f"batch {index} of a dataset of {len(self)} batches")
         order = self.order(self.epoch)
         chosen = order[index * self.batch_size : (index + 1) * self.batch_size]
-        images, masks = zip(*(self.load(int(i), self.epoch) for i in chosen), strict=True)
+        try:
+            images, masks = zip(*(self.load(int(i), self.epoch) for i in chosen), strict=True)
+        except DataError as error:
+            # Kept for the trainer: TensorFlow's input pipeline re-raises it as its own error.
+            self.read_error = error
+            raise
         images = np.stack(images)  # (B, H, W, C)
         masks = np.stack(masks)  # (B, H, W)
         return images, np.eye(self.num_classes, dtype=np.float32)[masks]  # (B, H, W, K)
@@ -230,14 +239,16 @@ def read_pair(
         DataError: naming the file: unreadable, unknown mask colours, a class id beyond
             `num_classes`, image and mask of different sizes, or too large to pad.
     """
-    raw = read_image(sample.image, spec.channels)
-    mask, report = decode_mask(sample.mask, num_classes, colormap)
+    raw = read_image(sample.image, spec.channels, spec.max_pixels)
+    mask, report = decode_mask(sample.mask, num_classes, colormap, spec.max_pixels)
     if report.unknown:
         colors = ", ".join(f"{list(c)} ({n} pixels)" for c, n in report.unknown.items())
         raise DataError(
             f"mask {sample.mask} has colours that are not in dataset.rgb_map: {colors}; add "
             "them to the map or raise dataset.color_tolerance."
         )
+    if report.misplaced_files:
+        raise DataError(f"mask {sample.mask} has {report.misplaced_files[str(sample.mask)]}")
     if raw.shape[:2] != mask.shape:
         raise DataError(
             f"image {sample.image} is {raw.shape[1]}x{raw.shape[0]} but its mask "
@@ -261,7 +272,7 @@ def compute_group_stats(samples: Sequence[Sample], spec: ReadSpec) -> dict[str, 
 
     def unit_images(members):
         for s in members:
-            raw = read_image(s.image, spec.channels)
+            raw = read_image(s.image, spec.channels, spec.max_pixels)
             yield to_unit(raw)[0]
 
     return {group: intensity_stats(unit_images(members), spec) for group, members in groups.items()}

@@ -1,25 +1,40 @@
 """Masks: colour maps, anti-aliased edges, index and palette masks.
 
 A mask file becomes an index mask (H, W) of class ids. With an `rgb_map`, each pixel goes to
-the nearest map colour; pixels that are no exact map colour but lie on a blend of two map
-colours (anti-aliased edges, JPEG noise) are mapped and counted, and pixels far from every
-colour and every blend are reported as unknown. Without one, masks must hold class ids
-(0, 1, ...) or, for two classes, 0 and 255.
+the nearest map colour; pixels that are no exact map colour but near one (JPEG noise) or on a
+blend of two map colours (anti-aliased edges) are mapped and counted, and pixels far from every
+colour and every blend are reported as unknown. Anti-aliasing only ever lies on the boundary
+between the two colours it blends: a blend pixel with no pixel of either colour within
+`BLEND_REACH` pixels lies inside a region, and is reported as misplaced (a mask written with
+other class colours, such as 0/100/200 for three classes), as is a mask whose foreground is
+mostly blends. Without an `rgb_map`, masks must hold class ids (0, 1, ...) or, for two
+classes, 0 and 255.
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import itertools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
+from flexseg.config.schema import DatasetConfig
+from flexseg.data.files import read_checked
 from flexseg.errors import ConfigError, DataError
+
+# A blend pixel must have a pixel of each colour it blends within this many pixels (a 7 x 7
+# window): anti-aliased edges one to three pixels wide pass, the inside of a region does not.
+BLEND_REACH = 3
+# A mask whose foreground is more than this share blends, with at least BLEND_MIN of them, is
+# not anti-aliased but drawn in other colours.
+BLEND_SHARE, BLEND_MIN = 0.5, 64
 
 # Colours of predicted classes when no rgb_map says otherwise: black background, white for a
 # single foreground class, then well-separated hues.
@@ -48,18 +63,21 @@ class ClassColor:
 
 @dataclass
 class MaskReport:
-    """What decoding masks found: pixels taken from blends, and colours on no map."""
+    """What decoding masks found: pixels taken from blends, colours on no map, and blends
+    that are no anti-aliasing (inside regions, or most of the foreground)."""
 
     pixels: int = 0
     blended_pixels: int = 0
     unknown: Counter = field(default_factory=Counter)  # (r, g, b) -> pixel count
     unknown_files: dict = field(default_factory=dict)  # file -> {(r, g, b): count}
+    misplaced_files: dict = field(default_factory=dict)  # file -> what is wrong, in words
 
     def update(self, other: MaskReport) -> None:
         self.pixels += other.pixels
         self.blended_pixels += other.blended_pixels
         self.unknown.update(other.unknown)
         self.unknown_files.update(other.unknown_files)
+        self.misplaced_files.update(other.misplaced_files)
 
     def summary(self) -> str:
         lines = [
@@ -71,6 +89,7 @@ class MaskReport:
                 lines.append(f"unknown colour {list(color)} in {file}: {count} pixels")
         if len(self.unknown_files) > 10:
             lines.append(f"... and {len(self.unknown_files) - 10} more files with unknown colours")
+        lines += [f"{file}: {text}" for file, text in list(self.misplaced_files.items())[:10]]
         return "\n".join(lines)
 
 
@@ -175,10 +194,12 @@ class ColorMap:
         distance = np.linalg.norm(colors[:, None, :] - self._colors[None], axis=-1)  # (U, K)
         ids = distance.argmin(axis=1)
         exact = distance.min(axis=1) == 0
-        near = self._blend_distance(colors.astype(np.float64)) <= self.tolerance
+        noise = ~exact & (distance.min(axis=1) <= self.tolerance)  # next to one map colour
+        blend_distance, pairs = self._blend_distance(colors.astype(np.float64))
+        blend = ~exact & ~noise & (blend_distance <= self.tolerance)
         report = MaskReport(pixels=int(flat.shape[0]))
-        report.blended_pixels = int(counts[~exact & near].sum())
-        unknown = ~exact & ~near
+        report.blended_pixels = int(counts[noise | blend].sum())
+        unknown = ~exact & ~noise & ~blend
         if unknown.any():
             found = {
                 tuple(int(v) for v in colors[i]): int(counts[i]) for i in np.flatnonzero(unknown)
@@ -186,17 +207,73 @@ class ColorMap:
             report.unknown.update(found)
             report.unknown_files[source] = found
         index = ids[inverse].reshape(mask.shape[:2])
+        if blend.any():
+            misplaced = self._misplaced_blends(index, inverse, exact | noise, blend, pairs, colors)
+            if misplaced:
+                report.misplaced_files[source] = misplaced
         return np.array([c.id for c in self.classes], np.uint8)[index], report
 
-    def _blend_distance(self, colors: np.ndarray) -> np.ndarray:
-        """Distance of each colour (U, 3) to the nearest map colour or blend of two."""
-        best = np.linalg.norm(colors[:, None, :] - self._colors[None], axis=-1).min(axis=1)
-        for a, b in itertools.combinations(self._colors, 2):
+    def _blend_distance(self, colors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distance of each colour (U, 3) to the nearest blend of two map colours, and the
+        index (into `itertools.combinations` of the map's colours) of that pair."""
+        best = np.full(len(colors), np.inf)
+        pair = np.zeros(len(colors), np.int64)
+        for j, (a, b) in enumerate(itertools.combinations(self._colors, 2)):
             direction = b - a
             t = np.clip((colors - a) @ direction / (direction @ direction), 0.0, 1.0)
             on_segment = a + t[:, None] * direction
-            best = np.minimum(best, np.linalg.norm(colors - on_segment, axis=-1))
-        return best
+            distance = np.linalg.norm(colors - on_segment, axis=-1)
+            pair = np.where(distance < best, j, pair)
+            best = np.minimum(best, distance)
+        return best, pair
+
+    def _misplaced_blends(self, index, inverse, solid, blend, pairs, colors) -> str | None:
+        """What is wrong with a mask's blend pixels, or None when they are anti-aliasing.
+
+        Args:
+            index: (H, W) nearest map colour of each pixel; inverse: each pixel's colour
+            (into `colors`); solid, blend: which colours are map colours (or within the
+            tolerance of one) and which are blends; pairs: the pair of map colours each
+            colour blends.
+        """
+        shape = index.shape
+        window = np.ones((2 * BLEND_REACH + 1,) * 2, np.uint8)
+        solid_px = solid[inverse].reshape(shape)
+        near = [  # pixels within reach of a pixel of map colour k
+            cv2.dilate((solid_px & (index == k)).astype(np.uint8), window) > 0
+            for k in range(len(self.classes))
+        ]
+        blend_px = blend[inverse].reshape(shape)
+        pair_px = pairs[inverse].reshape(shape)
+        inside = np.zeros(shape, bool)
+        for j, (a, b) in enumerate(itertools.combinations(range(len(self.classes)), 2)):
+            inside |= blend_px & (pair_px == j) & ~(near[a] & near[b])
+        blends = int(blend_px.sum())
+        foreground = int((solid_px & (index != 0)).sum()) + blends
+        if not inside.any() and not (blends >= BLEND_MIN and blends > BLEND_SHARE * foreground):
+            return None
+        where = inside if inside.any() else blend_px
+        found = Counter()
+        for i, n in zip(*np.unique(inverse.reshape(shape)[where], return_counts=True), strict=True):
+            found[tuple(int(v) for v in colors[i])] = int(n)
+        listed = ", ".join(f"{list(c)} ({n} pixels)" for c, n in found.most_common(5))
+        every = sorted(
+            {tuple(int(v) for v in colors[i]) for i in np.flatnonzero(solid | blend)}, key=sum
+        )
+        example = ", ".join(
+            f"{{name: class_{i}, color: {list(c)}, id: {i}}}" for i, c in enumerate(every[:4])
+        )
+        how = (
+            f"they lie inside regions, away from the two map colours they would blend ({listed})"
+            if inside.any()
+            else f"they make up {blends} of the {foreground} foreground pixels ({listed})"
+        )
+        return (
+            f"blended colours that are not anti-aliasing: {how}. Anti-aliasing only lies on the "
+            f"edge between two colours; if these are classes, map each: dataset.rgb_map=[{example}"
+            f"{', ...' if len(every) > 4 else ''}] with dataset.num_classes={len(every)}, or "
+            "write the masks as class ids 0..n-1 and leave out dataset.rgb_map."
+        )
 
 
 def _class_color(name, color, class_id) -> ClassColor:
@@ -212,24 +289,36 @@ def _class_color(name, color, class_id) -> ClassColor:
     return ClassColor(None if name is None else str(name), color, class_id)
 
 
-def read_mask_file(path: str | Path) -> tuple[np.ndarray, bool]:
+def read_mask_file(
+    path: str | Path, max_pixels: int = DatasetConfig.max_pixels
+) -> tuple[np.ndarray, bool]:
     """The raw mask array and whether it holds palette indices.
+
+    The file is checked before it is decoded (`flexseg.data.files.read_checked`).
 
     Returns:
         (H, W) for gray and palette masks, (H, W, 3) RGB for colour masks; and `True` when
         the values are palette indices.
     """
+    data, header = read_checked(path, max_pixels, "mask")
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
+            if image.size != (header.width, header.height):
+                raise DataError(
+                    f"cannot read mask {path}: its header says {header.width}x{header.height} "
+                    f"but it decodes to {image.size[0]}x{image.size[1]}; replace or remove it."
+                )
             if image.mode == "P":
                 return np.asarray(image), True
             if image.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
                 return np.asarray(image.convert("RGB")), False
-            if image.mode in ("L", "1"):
+            if image.mode in ("L", "1", "LA", "PA"):
                 return np.asarray(image.convert("L")), False
             return np.asarray(image), False  # 16-bit and 32-bit gray
-    except (OSError, ValueError, SyntaxError) as error:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        if isinstance(error, DataError):
+            raise
         raise DataError(f"cannot read mask {path}: {error}; replace or remove the file.") from error
 
 
@@ -237,6 +326,7 @@ def decode_mask(
     path: str | Path,
     num_classes: int,
     colormap: ColorMap | None = None,
+    max_pixels: int = DatasetConfig.max_pixels,
 ) -> tuple[np.ndarray, MaskReport]:
     """Reads a mask file as class ids (H, W) uint8, with a report of what was mapped.
 
@@ -246,7 +336,7 @@ def decode_mask(
     Raises:
         DataError: values or colours that fit none of the above, naming the file.
     """
-    raw, is_palette = read_mask_file(path)
+    raw, is_palette = read_mask_file(path, max_pixels)
     if colormap is not None:
         if is_palette:
             with Image.open(path) as image:
@@ -260,6 +350,11 @@ def decode_mask(
             "class ids."
         )
     values = np.unique(raw)
+    if not np.array_equal(values, np.round(values)) or values.min(initial=0) < 0:
+        raise DataError(
+            f"mask {path} holds fractional or negative values ({values[:5].tolist()} ...); a "
+            "mask holds class ids 0..n-1, or colours with dataset.rgb_map."
+        )
     report = MaskReport(pixels=int(raw.size))
     if values.max() < num_classes:
         return raw.astype(np.uint8), report

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from flexseg.config.schema import NORMALIZATIONS, SIZE_POLICIES, DatasetConfig
+from flexseg.data.files import read_checked
 from flexseg.errors import ConfigError, DataError
 
 
@@ -34,6 +35,7 @@ class ReadSpec:
             or None.
         ignore_zero: compute z-score statistics over non-zero pixels only (the background of
             skull-stripped MRI is exactly zero and would dominate them).
+        max_pixels: the most pixels a file's header may declare (see `flexseg.data.files`).
     """
 
     # The defaults are those of the `dataset` config.
@@ -44,6 +46,7 @@ class ReadSpec:
     normalize: str = DatasetConfig.normalize
     clip_percentiles: tuple[float, float] | None = None
     ignore_zero: bool = DatasetConfig.ignore_zero
+    max_pixels: int = DatasetConfig.max_pixels
 
     def __post_init__(self):
         if self.channels not in (1, 3):
@@ -73,26 +76,36 @@ class ReadSpec:
                 )
 
 
-def read_image(path: str | Path, channels: int | None = 1) -> np.ndarray:
+def read_image(
+    path: str | Path, channels: int | None = 1, max_pixels: int = DatasetConfig.max_pixels
+) -> np.ndarray:
     """Reads an image as (H, W, channels) in its own type (uint8, uint16 or float32).
 
     `channels` 1 gives gray (RGB files averaged), 3 gives RGB (gray files repeated), None
-    keeps what the file holds.
+    keeps what the file holds. The file is checked before it is decoded
+    (`flexseg.data.files.read_checked`).
 
     Raises:
-        DataError: the file is missing, unreadable, truncated or not an image.
+        DataError: the file is missing, not a file, empty, truncated, corrupt, not an image,
+            or larger than `max_pixels`.
     """
     path = Path(path)
-    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
-    if image is None:
-        reason = "does not exist" if data is None else "is empty, truncated or not an image"
-        raise DataError(f"cannot read image {path}: it {reason}; replace or remove the file.")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = image[..., :3]  # alpha carries no intensity
-    if image.ndim == 3:
+    data, header = read_checked(path, max_pixels, "image")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:  # e.g. OpenCV's own pixel limit, above a raised max_pixels
+        raise DataError(f"cannot decode image {path}: {error.err}") from None
+    if image is None or image.shape[:2] != (header.height, header.width):
+        found = "nothing" if image is None else f"{image.shape[1]}x{image.shape[0]}"
+        raise DataError(
+            f"cannot read image {path}: its header says {header.width}x{header.height} but it "
+            f"decodes to {found}; replace or remove the file."
+        )
+    if image.ndim == 3 and image.shape[2] in (2, 4):
+        image = image[..., : image.shape[2] - 1]  # alpha carries no intensity
+    if image.ndim == 3 and image.shape[2] == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    else:
+    elif image.ndim == 2:
         image = image[..., None]
     return image if channels is None else convert_channels(image, channels)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from flexseg.config.schema import SPLITS, DatasetConfig
-from flexseg.data.pairing import Pair, pair_by_name
+from flexseg.data.pairing import Pair, find_pairs
 from flexseg.data.splits import group_of, split_groups
 from flexseg.errors import ConfigError, DataError
 
@@ -32,7 +32,9 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def find_samples(dataset: DatasetConfig, seed: int) -> dict[str, list[Sample]]:
+def find_samples(
+    dataset: DatasetConfig, seed: int, problems: list[str] | None = None
+) -> dict[str, list[Sample]]:
     """Pairs the files of a dataset and splits them by group.
 
     Args:
@@ -40,6 +42,8 @@ def find_samples(dataset: DatasetConfig, seed: int) -> dict[str, list[Sample]]:
             `mask_suffix`, `group_regex` and, for the flat layout, `split`.
         seed: seed of the fraction split and of the validation hold-out, unless
             `dataset.split.seed` is set.
+        problems: where to add the pairing problems (unpaired files, entries that are no
+            image file) and go on with the files that pair; without it they raise.
 
     Returns:
         `{"train": [...], "valid": [...], "test": [...]}`; samples of one group are never in
@@ -51,16 +55,39 @@ def find_samples(dataset: DatasetConfig, seed: int) -> dict[str, list[Sample]]:
         raise DataError(f"dataset.root {root} is not a folder; set dataset.root=<path>.")
     regex = dataset.group_regex
 
+    found_problems: list[str] = []
+
     def pairs(folder: Path) -> list[Sample]:
-        found = pair_by_name(folder / dataset.images_dir, folder / dataset.masks_dir,
-                             dataset.mask_suffix)  # fmt: skip
-        return [_sample(p, regex) for p in found]
+        found, trouble = find_pairs(
+            folder / dataset.images_dir, folder / dataset.masks_dir, dataset.mask_suffix
+        )
+        found_problems.extend(trouble)
+        samples, unmatched = [], []
+        for pair in found:
+            try:
+                samples.append(_sample(pair, regex))
+            except DataError:
+                unmatched.append(pair.name)
+        if unmatched:
+            more = len(unmatched) - 5
+            shown = ", ".join(unmatched[:5]) + (f" and {more} more" if more > 0 else "")
+            found_problems.append(
+                f"group regex {regex!r} does not match the file name(s) {shown}; fix "
+                "dataset.group_regex so that it captures the patient id of every file."
+            )
+        return samples
+
+    def checked(result: dict[str, list[Sample]]) -> dict[str, list[Sample]]:
+        if found_problems and problems is None:
+            raise DataError("; ".join(found_problems))
+        if problems is not None:
+            problems.extend(found_problems)
+        return result
 
     if dataset.layout == "splits":
-        result = {s: pairs(root / s) if (root / s).exists() else [] for s in SPLITS}
-        if not result["train"]:
+        if not (root / "train").exists():
             raise DataError(f"{root / 'train'} is missing; the splits layout needs train/.")
-        return result
+        return checked({s: pairs(root / s) if (root / s).exists() else [] for s in SPLITS})
     if not regex:
         raise ConfigError(
             "dataset.group_regex is required for the flat layout: a regex whose first group "
@@ -68,12 +95,19 @@ def find_samples(dataset: DatasetConfig, seed: int) -> dict[str, list[Sample]]:
         )
     samples = pairs(root)
     rule = dataset.split
-    assignment = split_groups(
-        [s.group for s in samples],
-        split_groups=rule.groups or None,
-        fractions=rule.fractions or None,
-        seed=seed if rule.seed is None else rule.seed,
-    )
+    try:
+        assignment = split_groups(
+            [s.group for s in samples],
+            split_groups=rule.groups or None,
+            fractions=rule.fractions or None,
+            seed=seed if rule.seed is None else rule.seed,
+        )
+    except (ConfigError, DataError) as error:
+        if not found_problems:
+            raise
+        # Files that did not pair can leave a split without its groups: say both.
+        found_problems.append(str(error))
+        return checked({split: [] for split in SPLITS})
     result = {
         split: [s for s in samples if s.group in set(groups)]
         for split, groups in assignment.items()
@@ -81,12 +115,12 @@ def find_samples(dataset: DatasetConfig, seed: int) -> dict[str, list[Sample]]:
     if rule.holdout_fraction:
         result["train"], held = holdout_blocks(result["train"], rule.holdout_fraction, seed)
         result["valid"] = sorted(result["valid"] + held, key=lambda s: natural_key(s.name))
-    if not result["train"]:
+    if not result["train"] and not found_problems:
         raise DataError(
             "the split rule leaves no training images; check dataset.split (groups found: "
             f"{', '.join(sorted({s.group for s in samples}))})."
         )
-    return result
+    return checked(result)
 
 
 def holdout_blocks(

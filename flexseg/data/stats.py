@@ -32,9 +32,9 @@ def dataset_statistics(
     for split, samples in splits.items():
         sizes, pixels, with_fg = Counter(), np.zeros(num_classes, np.int64), 0
         for sample in samples:
-            mask, found = decode_mask(sample.mask, num_classes, cmap)
+            mask, found = decode_mask(sample.mask, num_classes, cmap, dataset.max_pixels)
             report.update(found)
-            image = read_image(sample.image, dataset.channels)
+            image = read_image(sample.image, dataset.channels, dataset.max_pixels)
             sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
             pixels += np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
             with_fg += bool((mask > 0).any())

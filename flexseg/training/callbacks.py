@@ -85,17 +85,18 @@ class StopOnNonFinite(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is None or np.isfinite(loss):
             return
-        last = self.run_dir / CHECKPOINTS / "last.keras"
-        kept = (
-            f"the last good checkpoint is {last} (epoch {self.epoch})"
-            if last.exists()
-            else "no epoch finished, so there is no checkpoint"
-        )
         raise TrainingError(
             f"the training loss became {float(loss)} at epoch {self.epoch + 1}, batch "
-            f"{batch + 1}; training stopped and {kept}. Lower trainer.learning_rate, set "
-            "trainer.clipnorm, or check that batch's images."
+            f"{batch + 1}; training stopped and {self.kept()}. Lower trainer.learning_rate, "
+            "set trainer.clipnorm, or check that batch's images."
         )
+
+    def kept(self) -> str:
+        """Which checkpoint a training stopped in the current epoch leaves, in words."""
+        last = self.run_dir / CHECKPOINTS / "last.keras"
+        if not last.exists():
+            return "no epoch finished, so there is no checkpoint"
+        return f"the last good checkpoint is {last} (epoch {self.epoch})"
 
 
 class HistoryFiles(keras.callbacks.Callback):

@@ -14,15 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from flexseg import backend
 from flexseg.config.schema import TrainConfig
 from flexseg.config.targets import instantiate
 from flexseg.data.build import build_datasets, colormap_of, read_spec
-from flexseg.data.checks import channel_notes, scan_samples
+from flexseg.data.checks import channel_notes, dataset_problems
 from flexseg.data.dataset import SegmentationDataset
-from flexseg.data.sources import Sample, find_samples
+from flexseg.data.sources import Sample
 from flexseg.errors import ConfigError, DataError, PreflightError
 from flexseg.losses import SegmentationLoss, build_loss
 from flexseg.models import forward_flops
@@ -98,17 +97,10 @@ def make_plan(
     problems += config_problems(cfg)
     model = _collect(problems, _build_model, cfg)
     loss = _collect(problems, build_loss, cfg.loss, dataset.num_classes, cfg.model.from_logits)
-    splits = _collect(problems, find_samples, dataset, cfg.seed)
-    split_facts, pixels = {}, np.zeros(dataset.num_classes, np.int64)
-    if splits is not None and spec is not None and masks_readable:
-        for split, samples in splits.items():
-            if not samples:
-                continue
-            found, split_problems, counts = scan_samples(samples, dataset.num_classes, spec, cmap)
-            problems += split_problems
-            split_facts[split] = found
-            if split == "train":
-                pixels = counts
+    splits, split_facts, data_problems, pixels = dataset_problems(
+        dataset, cfg.seed, spec if masks_readable else None, cmap
+    )
+    problems += data_problems
     if problems:
         raise PreflightError(problems, outcome)
 

@@ -12,9 +12,15 @@ from flexseg import backend
 from flexseg.config.files import save_config
 from flexseg.config.parse import as_dict, parse
 from flexseg.config.schema import TrainConfig
+from flexseg.errors import DataError, TrainingError
 from flexseg.metrics import segmentation_metrics
 from flexseg.runs import CHECKPOINTS, CONFIG_FILE, check_fresh, check_same_config, new_run_dir
-from flexseg.training.callbacks import Checkpoints, HistoryFiles, build_callbacks
+from flexseg.training.callbacks import (
+    Checkpoints,
+    HistoryFiles,
+    StopOnNonFinite,
+    build_callbacks,
+)
 from flexseg.training.plan import make_plan
 from flexseg.training.resume import ResumeState, StopOnSignal, read_resume_state, restore_model
 from flexseg.training.setup import Setup, build_optimizer, distribution_scope, precision_policy
@@ -84,16 +90,27 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, replicas: int) -> dict
     callbacks.append(StopOnSignal(run_dir))
     callbacks.append(ResumeState(run_dir / CHECKPOINTS, list(callbacks), restored))
     start = time.monotonic()
-    model.fit(
-        datasets["train"],
-        validation_data=datasets.get("valid"),
-        epochs=trainer.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=trainer.steps_per_epoch,
-        callbacks=callbacks,
-        shuffle=False,  # the dataset shuffles itself, the same on every backend
-        verbose=trainer.verbose,
-    )
+    try:
+        model.fit(
+            datasets["train"],
+            validation_data=datasets.get("valid"),
+            epochs=trainer.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=trainer.steps_per_epoch,
+            callbacks=callbacks,
+            shuffle=False,  # the dataset shuffles itself, the same on every backend
+            verbose=trainer.verbose,
+        )
+    except Exception as error:
+        # A file damaged or removed after the check, raised as it is or (TensorFlow) wrapped.
+        read = next((d.read_error for d in datasets.values() if d.read_error), None)
+        if read is None and not isinstance(error, DataError):
+            raise
+        watch = next(c for c in callbacks if isinstance(c, StopOnNonFinite))
+        raise TrainingError(
+            f"{read or error} (read in epoch {watch.epoch + 1}); training stopped and "
+            f"{watch.kept()}."
+        ) from error
     seconds = time.monotonic() - start
     checkpoints = next(c for c in callbacks if isinstance(c, Checkpoints))
     summary = {

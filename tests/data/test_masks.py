@@ -101,3 +101,40 @@ def test_string_keys_of_the_reference_form():
 def test_bad_rgb_maps(rgb_map, message):
     with pytest.raises(ConfigError, match=message):
         ColorMap.from_config(rgb_map)
+
+
+def gray_regions(*values) -> np.ndarray:
+    """A 40 x 40 mask of 0 with a 12 x 12 square of each value."""
+    mask = np.zeros((40, 40), np.uint8)
+    for i, value in enumerate(values):
+        mask[2 + 14 * i : 14 + 14 * i, 4:16] = value
+    return mask
+
+
+def test_blends_inside_a_region_are_refused_with_a_map_that_would_read_them(tmp_path):
+    """A three-class mask written as 0/100/200 is no anti-aliased 0/255 mask."""
+    write_png(tmp_path / "m.png", gray_regions(100, 200))
+    cmap = ColorMap.from_config({(0, 0, 0): 0, (255, 255, 255): 1})
+    _, report = decode_mask(tmp_path / "m.png", 2, cmap)
+    text = report.misplaced_files[str(tmp_path / "m.png")]
+    assert "lie inside regions" in text and "[100, 100, 100] (144 pixels)" in text
+    assert "color: [200, 200, 200], id: 2}] with dataset.num_classes=3" in text
+    assert f"{tmp_path / 'm.png'}: blended colours" in report.summary()
+
+
+def test_anti_aliasing_on_every_edge_of_a_region_passes():
+    mask = gray_regions(255)
+    blurred = mask.copy()
+    blurred[1, 4:16] = blurred[14, 4:16] = 128  # the edges above and below, one pixel wide
+    blurred[2:14, 3] = blurred[2:14, 16] = 64
+    _, report = ColorMap.from_config({(0, 0, 0): 0, (255, 255, 255): 1}).decode(blurred)
+    assert report.blended_pixels == 48 and report.misplaced_files == {}
+
+
+def test_a_foreground_of_mostly_blends_is_refused():
+    """Thin strokes of a blend colour: each near black and white, but most of the foreground."""
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:35, 19] = 255
+    mask[5:35, 17:19] = mask[5:35, 20:22] = 128  # next to white and to black
+    _, report = ColorMap.from_config({(0, 0, 0): 0, (255, 255, 255): 1}).decode(mask, "s.png")
+    assert "make up 120 of the 150 foreground pixels" in report.misplaced_files["s.png"]

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from flexseg.data import pair_by_name
-from flexseg.data.pairing import list_images
+from flexseg.data.pairing import find_pairs, list_images
 from flexseg.errors import DataError
 from tests.helpers import make_flat_dataset, write_png
 
@@ -44,3 +44,17 @@ def test_hidden_files_are_ignored_and_other_files_named(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="notes.txt"):
         list_images(tmp_path)
+
+
+def test_entries_that_are_no_files_are_named_as_what_they_are(tmp_path):
+    make_flat_dataset(tmp_path, groups=("p01",), slices=2)
+    os.remove(tmp_path / "masks" / "p01_z001.png")
+    (tmp_path / "masks" / "p01_z001.png").mkdir()  # a folder named like the mask
+    (tmp_path / "images" / "p01_z002.png").symlink_to(tmp_path / "gone.png")
+    (tmp_path / "images" / "old").mkdir()  # a subfolder without an image's name: passed over
+    pairs, problems = find_pairs(tmp_path / "images", tmp_path / "masks")
+    assert [p.name for p in pairs] == ["p01_z000"]
+    text = "\n".join(problems)
+    assert f"mask {tmp_path / 'masks' / 'p01_z001.png'} is a folder, not a file" in text
+    assert f"image {tmp_path / 'images' / 'p01_z002.png'} is a broken link" in text
+    assert "1 image(s) without a mask" in text and str(tmp_path / "images" / "old") not in text

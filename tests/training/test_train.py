@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 
 import keras
 import numpy as np
@@ -116,3 +117,32 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert f"{run_dir / 'checkpoints' / 'last.keras'} (epoch 1)" in message
     for weight in load_run(run_dir, "last").model.weights:
         assert np.isfinite(keras.ops.convert_to_numpy(weight)).all()
+
+
+def test_a_file_damaged_during_training_stops_it_by_name(tmp_path, monkeypatch):
+    """The loader reads every file the way the check does: a file cut short after the check
+    stops training with its name, and the last finished epoch's checkpoint stays."""
+    training_module = importlib.import_module("flexseg.training.train")  # not the function
+
+    make_flat_dataset(tmp_path / "data", slices=4, size=(32, 32))
+    victim = tmp_path / "data" / "images" / "p01_z001.png"
+
+    class CutAFile(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            victim.write_bytes(victim.read_bytes()[:60])
+
+    build = training_module.build_callbacks
+    monkeypatch.setattr(training_module, "build_callbacks", lambda *a: [*build(*a), CutAFile()])
+    cfg = load_config(
+        [f"dataset.root={tmp_path / 'data'}", *TINY_RUN, *TRAIN_VALID_SPLIT, "dataset.cache=false",
+         "trainer.epochs=3", "trainer.batch_size=2", "trainer.preview_images=0", "augment=none"]
+    )  # fmt: skip
+    with pytest.raises(TrainingError) as info:
+        train(cfg, tmp_path / "run")
+    message = str(info.value)
+    assert f"cannot read image {victim}: it is truncated" in message
+    assert "(read in epoch 2); training stopped" in message
+    assert (
+        f"the last good checkpoint is {tmp_path / 'run' / 'checkpoints' / 'last.keras'}" in message
+    )
+    assert (tmp_path / "run" / "checkpoints" / "last.keras").is_file()
