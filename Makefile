@@ -34,12 +34,12 @@ test: setup ## run the test suite once per backend (tensorflow, jax, torch)
 	@$(PY) scripts/run_tests.py -- -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: setup ## ruff lint and format check
-	@$(VENV)/bin/ruff check flexseg scripts tests benchmarks
-	@$(VENV)/bin/ruff format --check flexseg scripts tests benchmarks
+	@$(VENV)/bin/ruff check flexseg scripts tests benchmarks examples
+	@$(VENV)/bin/ruff format --check flexseg scripts tests benchmarks examples
 
 format: setup ## apply ruff fixes and formatting
-	@$(VENV)/bin/ruff check --fix flexseg scripts tests benchmarks
-	@$(VENV)/bin/ruff format flexseg scripts tests benchmarks
+	@$(VENV)/bin/ruff check --fix flexseg scripts tests benchmarks examples
+	@$(VENV)/bin/ruff format flexseg scripts tests benchmarks examples
 
 demo: setup ## train, evaluate and infer on the built-in sample (BACKEND=tensorflow|jax|torch)
 	@KERAS_BACKEND=$(BACKEND) $(VENV)/bin/flexseg-demo

@@ -252,3 +252,29 @@ def set_global_rng_state(state: dict[str, np.ndarray]) -> None:
     torch.set_rng_state(torch.from_numpy(state["torch_cpu"]))
     if "torch_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([torch.from_numpy(s) for s in state["torch_cuda"]])
+
+
+def export_options(fmt: str) -> dict:
+    """Keras `Model.export` arguments a format needs beyond the input signature: torch's
+    ExportedProgram takes any batch size only when told so."""
+    if fmt != "torch":
+        return {}
+    import torch
+
+    return {"dynamic_shapes": {0: torch.export.Dim("batch", min=1, max=4096)}}
+
+
+def run_saved_model(path: Path, batch: np.ndarray) -> np.ndarray:
+    """The outputs of an exported TensorFlow SavedModel's `serve` endpoint, by TensorFlow."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))  # held: its variables live as long as it does
+    return loaded.serve(tf.constant(batch)).numpy()
+
+
+def run_exported_program(path: Path, batch: np.ndarray) -> np.ndarray:
+    """The outputs of a torch ExportedProgram (`.pt2`), by torch."""
+    import torch
+
+    with torch.no_grad():
+        return torch.export.load(str(path)).module()(torch.from_numpy(batch)).numpy()

@@ -1,6 +1,6 @@
 """The commands: one short function each around a library call.
 
-Each command has its own config (`conf/<command>.yaml`, schema in flexseg/config/schema.py)
+Each command has its own config (`flexseg/conf/<command>.yaml`, schema in flexseg/config/schema.py)
 and takes Hydra overrides (`dataset=lgg dataset.root=/data/lgg trainer.epochs=5`); a key it
 does not take is refused with its name. `flexseg.config.app.command` turns a flexseg error
 into one line on stderr and exit code 2. Run them as `flexseg-<command>` or
@@ -15,6 +15,7 @@ from pathlib import Path
 from flexseg.config.app import command
 from flexseg.config.schema import (
     EvaluateConfig,
+    ExportConfig,
     InferConfig,
     PreviewAugmentConfig,
     StatsConfig,
@@ -69,6 +70,21 @@ def infer(cfg: InferConfig, run_dir: Path) -> None:
     written = inference.infer(cfg)
     folders = sorted({str(p.parent) for paths in written for p in paths.values()})
     print(f"predicted {len(written)} image(s) into {', '.join(folders)}")
+
+
+@command("export")
+def export(cfg: ExportConfig, run_dir: Path) -> None:
+    """`flexseg-export run_dir=... format=onnx|tf_saved_model|litert|torch`: the run's model
+    for deployment, checked by its own runtime, with preprocessing.json and model_card.md."""
+    from flexseg import backend
+    from flexseg.export import export as export_run
+
+    backend.use_compile_cache(cfg.compile_cache)
+    result = export_run(cfg)
+    print(
+        f"exported {result['format']} to {result['folder']} (checked on {result['checked_on']}: "
+        f"probabilities within {result['max_difference']:.2g} of the Keras model's)"
+    )
 
 
 @command("stats")
@@ -146,6 +162,7 @@ COMMANDS = {
     "train": train,
     "evaluate": evaluate,
     "infer": infer,
+    "export": export,
     "check": check,
     "stats": stats,
     "preview-augment": preview_augment,

@@ -43,6 +43,13 @@ class TrainingError(RuntimeError):
     exit_code = 2
 
 
+class ExportError(RuntimeError):
+    """An exported model could not be written or does not match the Keras model; the message
+    says which format and by how much, and nothing of the export is left behind."""
+
+    exit_code = 2
+
+
 class PreemptedError(RuntimeError):
     """Training was stopped by a signal (SIGTERM, SIGUSR1) at a batch boundary; it can resume."""
 

@@ -12,18 +12,19 @@ import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from flexseg.config.parse import parse
-from flexseg.config.schema import EvaluateConfig
+from flexseg.config.schema import SPLITS, DatasetConfig, EvaluateConfig, LabelledDataConfig
 from flexseg.data.build import build_datasets, colormap_of, read_spec
 from flexseg.data.checks import scan_samples
 from flexseg.data.masks import ColorMap, decode_mask
 from flexseg.data.reading import IntensityStats, read_image
-from flexseg.data.sources import Sample, find_samples, natural_key
-from flexseg.errors import DataError, PreflightError
+from flexseg.data.sources import Sample, find_samples, folder_samples, natural_key
+from flexseg.errors import ConfigError, DataError, PreflightError
 from flexseg.inference import Predictor
 from flexseg.losses import build_loss
 from flexseg.metrics import counts_np, dice_np, hd95, iou_np
@@ -148,11 +149,13 @@ def write_evaluation(out_dir: str | Path, summary: dict, rows: list[dict]) -> li
 
 
 def evaluate(cfg: EvaluateConfig | Mapping) -> dict:
-    """Evaluates a training run (`cfg.run_dir`) on one of its splits (`cfg.split`).
+    """Evaluates a training run (`cfg.run_dir`) on one of its splits (`cfg.split`), or on new
+    labelled data (`cfg.data.root`: all its images as one split).
 
-    Uses the run's own config and its checkpoint (`cfg.checkpoint`, default the run's
-    `trainer.select_checkpoint`); writes `evaluation/<split>/` in the run, or
-    `evaluation/<split>_<checkpoint>/` for the checkpoint the run did not select.
+    Uses the run's own config, preprocessing and colour map, and its checkpoint
+    (`cfg.checkpoint`, default the run's `trainer.select_checkpoint`); writes
+    `evaluation/<split>/` in the run (`<split>_<checkpoint>` for the checkpoint the run did not
+    select), or `evaluation/<data.name>/` for new data.
 
     Args:
         cfg: an `EvaluateConfig`, or a dict of the same keys.
@@ -162,33 +165,75 @@ def evaluate(cfg: EvaluateConfig | Mapping) -> dict:
     """
     cfg = parse(EvaluateConfig, cfg)
     run = load_run(cfg.run_dir, cfg.checkpoint)
-    dataset = run.cfg.dataset
-    problems: list[str] = []  # every problem of the split's files in one report
-    splits = find_samples(dataset, run.cfg.seed, problems)
-    if not splits.get(cfg.split) and not problems:
-        raise DataError(f"split {cfg.split!r} of dataset {dataset.name} has no images")
+    problems: list[str] = []  # every problem of the files in one report
+    if cfg.data.root is None:
+        dataset, name = run.cfg.dataset, cfg.split
+        splits = find_samples(dataset, run.cfg.seed, problems)
+        samples = splits.get(cfg.split, [])
+        if not samples and not problems:
+            raise DataError(f"split {cfg.split!r} of dataset {dataset.name} has no images")
+    else:
+        dataset, name = labelled_data(run.cfg.dataset, cfg.data), labelled_name(cfg.data)
+        samples = folder_samples(dataset, Path(dataset.root), problems, "data.group_regex")
+        splits = {name: samples}
+        if not samples and not problems:
+            raise DataError(
+                f"data.root {dataset.root} holds no image/mask pairs in {dataset.images_dir}/ "
+                f"and {dataset.masks_dir}/; set data.images_dir and data.masks_dir."
+            )
     colormap = colormap_of(dataset)
     spec = read_spec(dataset, run.model.size_multiple)
-    problems += scan_samples(splits.get(cfg.split, []), dataset.num_classes, spec, colormap)[1]
+    problems += scan_samples(samples, dataset.num_classes, spec, colormap)[1]
     if problems:
         raise PreflightError(problems, "nothing was evaluated")
-    data = build_datasets(run.cfg, splits, spec, colormap, workers=1, only=cfg.split)[cfg.split]
+    # Intensity statistics of a group come from all its images, in whichever split they are.
+    run_cfg = replace(run.cfg, dataset=dataset)
+    data = build_datasets(run_cfg, splits, spec, colormap, workers=1, only=name)[name]
     from_logits = run.cfg.model.from_logits
     run.model.compile(loss=build_loss(run.cfg.loss, dataset.num_classes, from_logits))
     loss = float(run.model.evaluate(data, verbose=0))
     predictor = Predictor(run.model, spec, tta=cfg.tta, from_logits=from_logits)
-    summary, rows = evaluate_samples(
-        predictor, splits[cfg.split], dataset.names, colormap, data.group_stats
-    )
+    summary, rows = evaluate_samples(predictor, samples, dataset.names, colormap, data.group_stats)
     summary = {
-        "split": cfg.split,
+        "split": name,
         "checkpoint": run.checkpoint,
         "loss": loss,
         "tta": predictor.tta,
         **summary,
     }
-    name = cfg.split if run.selected else f"{cfg.split}_{run.checkpoint}"
+    if cfg.data.root is not None:
+        summary["data_root"] = str(dataset.root)
+    elif not run.selected:
+        name = f"{name}_{run.checkpoint}"
     out_dir = run.run_dir / "evaluation" / name
     write_evaluation(out_dir, summary, rows)
     summary["written_to"] = str(out_dir)
     return summary
+
+
+def labelled_data(dataset: DatasetConfig, data: LabelledDataConfig) -> DatasetConfig:
+    """The run's dataset config over new labelled files: its classes, colours and reading,
+    the new folder's layout."""
+    root = Path(data.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.root {root} is not a folder; give a folder of images/ and masks/.")
+    return replace(
+        dataset,
+        root=str(root),
+        layout="flat",
+        images_dir=data.images_dir,
+        masks_dir=data.masks_dir,
+        mask_suffix=data.mask_suffix,
+        group_regex=data.group_regex or dataset.group_regex,
+    )
+
+
+def labelled_name(data: LabelledDataConfig) -> str:
+    """The folder name of an evaluation of new data; never one of the run's own splits."""
+    name = data.name or Path(data.root).expanduser().resolve().name
+    if name in SPLITS or not name or "/" in name:
+        raise ConfigError(
+            f"data.name={name!r} would mix new data with the run's own evaluations; "
+            f"set data.name to another folder name (not one of {', '.join(SPLITS)})."
+        )
+    return name

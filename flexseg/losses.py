@@ -6,8 +6,9 @@ are the config's; set `from_logits=True` on the classes for models with `output=
 Soft Dice and Tversky are computed over the whole batch per class ("batch Dice"), which is
 stable when many images hold no foreground.
 
-Adding a loss is one function, one class registered under a name, and `conf/loss/<name>.yaml`:
-the class's constructor arguments are its config keys, their defaults the defaults.
+Adding a loss is one function, one class registered under a name, and
+`flexseg/conf/loss/<name>.yaml`: the class's constructor arguments are its config keys, their
+defaults the defaults.
 """
 
 from __future__ import annotations

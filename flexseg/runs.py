@@ -12,7 +12,7 @@ import flexseg.losses
 import flexseg.metrics
 import flexseg.models  # noqa: F401  (registers the classes a checkpoint names)
 from flexseg.config.files import read_config
-from flexseg.config.parse import as_dict, parse
+from flexseg.config.parse import as_dict, flat_keys, parse
 from flexseg.config.schema import TrainConfig, loss_schema
 from flexseg.errors import ConfigError, DataError
 
@@ -49,7 +49,8 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     """The training config a run was started with (its `config.yaml`), typed.
 
     Configs of older flexseg versions are read too: they held the keys of other commands
-    (`RETIRED_KEYS`) and every loss's parameters in one `loss` section; those are dropped.
+    (`RETIRED_KEYS`) and every loss's parameters in one `loss` section, which are dropped, and
+    `trainer.tensorboard`, now `logger.tensorboard`.
     """
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
@@ -59,6 +60,9 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     saved = read_config(path)
     for key in RETIRED_KEYS:
         saved.pop(key, None)
+    trainer = saved.get("trainer")
+    if isinstance(trainer, dict) and "tensorboard" in trainer:  # now logger.tensorboard
+        saved.setdefault("logger", {})["tensorboard"] = trainer.pop("tensorboard")
     loss = saved.get("loss")
     if isinstance(loss, dict) and "name" in loss:
         known = loss_schema(loss["name"]).__dataclass_fields__
@@ -71,14 +75,7 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
 
 def check_same_config(run_dir: Path, cfg: TrainConfig) -> None:
     """Refuses to resume a run with settings other than those it was started with."""
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
-        return out
-
-    before, now = flat(as_dict(read_run_config(run_dir))), flat(as_dict(cfg))
+    before, now = flat_keys(as_dict(read_run_config(run_dir))), flat_keys(as_dict(cfg))
     changed = sorted(
         k for k in before.keys() | now.keys()
         if k != "trainer.resume" and before.get(k) != now.get(k)

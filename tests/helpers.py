@@ -160,6 +160,14 @@ def numeric_gradient(fn, x: np.ndarray, eps: float = 1e-3) -> np.ndarray:
     return grad
 
 
+def run_cli(command: str, *overrides: str, cwd) -> subprocess.CompletedProcess:
+    """`python -m flexseg <command> <overrides>` in `cwd`, as a user runs it; not checked."""
+    return subprocess.run(
+        [sys.executable, "-m", "flexseg", command, *overrides],
+        cwd=cwd, env={**os.environ}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
 def run_python(code: str, env: dict[str, str] | None = None) -> str:
     """Runs `code` in a fresh Python process (this environment unless `env`); its stdout."""
     result = subprocess.run(

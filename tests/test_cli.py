@@ -1,17 +1,17 @@
-"""The console commands, run as a user runs them: in a subprocess, with Hydra overrides."""
+"""The console commands, run as a user runs them: in a subprocess, with Hydra overrides.
+
+Config errors, data reports and Hydra's launchers (sweeps, Optuna, submitit) work the same on
+every backend: those tests are marked `once` and run on one backend (scripts/run_tests.py)."""
 
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
 
-from tests.helpers import TRAIN_VALID_SPLIT, huge_header, make_flat_dataset, write_png
+from tests.helpers import TRAIN_VALID_SPLIT, huge_header, make_flat_dataset, run_cli, write_png
 
 SWEEP_RUN = [
     "dataset.image_size=[16,16]",
@@ -25,22 +25,11 @@ SWEEP_RUN = [
 ]
 
 
-def run(command: str, *overrides: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flexseg", command, *overrides],
-        cwd=cwd,
-        env={**os.environ},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def multirun(tmp_path, *overrides: str):
     """`flexseg-train -m` on a three-patient dataset; returns the sweep folder."""
     make_flat_dataset(tmp_path / "data", slices=2, size=(16, 16))
     sweep = tmp_path / "sweep"
-    result = run(
+    result = run_cli(
         "train", "-m", *overrides, f"dataset.root={tmp_path / 'data'}", *SWEEP_RUN,
         f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )  # fmt: skip
@@ -48,12 +37,13 @@ def multirun(tmp_path, *overrides: str):
     return sweep
 
 
+@pytest.mark.once
 def test_stats_reports_unknown_colours_and_fails(tmp_path):
     make_flat_dataset(tmp_path / "data", slices=2, size=(16, 16))
     rgb = np.zeros((16, 16, 3), np.uint8)
     rgb[:2, :2] = [0, 180, 0]
     write_png(tmp_path / "data" / "masks" / "p02_z001.png", rgb)
-    result = run(
+    result = run_cli(
         "stats",
         f"dataset.root={tmp_path / 'data'}",
         "dataset.split.groups={train:[p01,p02],test:[p03]}",
@@ -67,31 +57,34 @@ def test_stats_reports_unknown_colours_and_fails(tmp_path):
     assert (tmp_path / "out" / "dataset_stats.png").is_file()
 
 
+@pytest.mark.once
 def test_a_misspelled_key_stops_the_command_with_its_name(tmp_path):
-    result = run("train", "trainer.reduer_patience=3", cwd=tmp_path)
+    result = run_cli("train", "trainer.reduer_patience=3", cwd=tmp_path)
     assert result.returncode == 2
     assert "reduer_patience" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "outputs").exists()  # nothing was started
 
 
+@pytest.mark.once
 def test_a_key_of_another_command_is_refused_with_its_name(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    result = run("infer", f"run_dir={run_dir}", "input=scans", "trainer.epochs=3", cwd=tmp_path)
+    result = run_cli("infer", f"run_dir={run_dir}", "input=scans", "trainer.epochs=3", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "'trainer'" in result.stderr
     assert "infer takes run_dir, input, output" in result.stderr
     assert list(run_dir.iterdir()) == []  # refused before Hydra made its log folder
 
 
+@pytest.mark.once
 def test_an_unknown_command_says_which_there_are(tmp_path):
-    result = run("trian", "trainer.epochs=3", cwd=tmp_path)
+    result = run_cli("trian", "trainer.epochs=3", cwd=tmp_path)
     assert result.returncode == 2
     assert "unknown command 'trian'" in result.stderr and "train,evaluate,infer" in result.stderr
 
 
 def test_check_prints_the_plan_of_the_builtin_sample_and_exits_0(tmp_path):
-    result = run("check", "experiment=demo", cwd=tmp_path)
+    result = run_cli("check", "experiment=demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "check passed: no problems found" in result.stdout
     for line in ("backend ", "train       ", "test        ", "GFLOP per image", "output "):
@@ -99,6 +92,7 @@ def test_check_prints_the_plan_of_the_builtin_sample_and_exits_0(tmp_path):
     assert not list((tmp_path / "outputs").glob("ms_lesjak/2*"))  # no run folder was made
 
 
+@pytest.mark.once
 def test_check_names_every_hostile_file_in_one_report_and_exits_2(tmp_path):
     """Valid pairs, plus: an empty image, a mask of another size, a header declaring 40000 x
     40000 pixels, a mask cut before its end, a 0/100/200 mask read with a 0/255 map, a folder
@@ -117,7 +111,7 @@ def test_check_names_every_hostile_file_in_one_report_and_exits_2(tmp_path):
     (data / "masks" / "p01_z001.png").unlink()
     (data / "masks" / "p01_z001.png").mkdir()
     (data / "masks" / "p02_z002.png").unlink()
-    result = run(
+    result = run_cli(
         "check",
         f"dataset.root={data}",
         "dataset.image_size=[16,16]",
@@ -133,6 +127,7 @@ def test_check_names_every_hostile_file_in_one_report_and_exits_2(tmp_path):
     assert "40000x40000" in result.stderr and "lie inside regions" in result.stderr
 
 
+@pytest.mark.once
 def test_a_sweep_runs_every_combination_and_writes_a_summary(tmp_path):
     sweep = multirun(tmp_path, "trainer.learning_rate=0.001,0.0003", "model.base_filters=2,4")
     with (sweep / "sweep_summary.csv").open() as f:
@@ -150,6 +145,7 @@ def test_a_sweep_runs_every_combination_and_writes_a_summary(tmp_path):
     assert table.count("\n") == 6 and "model.base_filters=4" in table
 
 
+@pytest.mark.once
 def test_an_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
     sweep = multirun(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2")
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
@@ -163,6 +159,7 @@ def test_an_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
     assert best["best_value"] == pytest.approx(max(float(r["best_val_fg_dice"]) for r in rows))
 
 
+@pytest.mark.once
 def test_a_submitit_local_job_trains(tmp_path):
     sweep = multirun(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
     assert (sweep / "0" / "checkpoints" / "best.keras").is_file()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
+import numpy as np
 import pytest
 
 from flexseg.config import EvaluateConfig
-from flexseg.errors import ConfigError
+from flexseg.errors import ConfigError, DataError, PreflightError
 from flexseg.evaluation import HEADLINE, evaluate
+from tests.helpers import write_png
 
 
 def test_evaluation_files_and_numbers(trained):
@@ -44,3 +47,45 @@ def test_evaluating_the_checkpoint_the_run_did_not_select(trained):
 def test_a_folder_without_a_run_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=f"run_dir={tmp_path} holds no config.yaml"):
         evaluate({"run_dir": str(tmp_path)})
+
+
+def copy_split(root, group, target, images_dir="images", masks_dir="masks"):
+    """The files of one patient of a flat dataset, copied into a folder of their own."""
+    for source, folder in (("images", images_dir), ("masks", masks_dir)):
+        (target / folder).mkdir(parents=True)
+        for path in (root / source).glob(f"{group}_*.png"):
+            shutil.copy(path, target / folder / path.name)
+
+
+def test_new_labelled_data_scores_as_the_runs_own_split(trained, tmp_path):
+    """The run's test patient, copied into a folder that is no run's dataset, scores the same
+    as the run's own evaluation of its test split (same preprocessing, colours, groups)."""
+    root, run_dir, _ = trained
+    own = evaluate({"run_dir": str(run_dir), "split": "test", "tta": "flip"})
+    copy_split(root, "p03", tmp_path / "hospital_b", "scans", "labels")
+    data = {"root": str(tmp_path / "hospital_b"), "images_dir": "scans", "masks_dir": "labels"}
+    new = evaluate({"run_dir": str(run_dir), "tta": "flip", "data": data})
+    out = run_dir / "evaluation" / "hospital_b"
+    assert new["written_to"] == str(out) and new["split"] == "hospital_b"
+    saved = json.loads((out / "evaluation.json").read_text())
+    assert saved["data_root"] == str(tmp_path / "hospital_b")
+    for key in ("loss", "images", "volumes", *HEADLINE):
+        assert saved[key] == pytest.approx(own[key], abs=1e-6), key
+    assert (out / "evaluation_images.csv").read_text() == (
+        run_dir / "evaluation" / "test" / "evaluation_images.csv"
+    ).read_text()
+
+
+def test_new_data_that_does_not_fit_the_run_is_refused(trained, tmp_path):
+    root, run_dir, _ = trained
+    copy_split(root, "p03", tmp_path / "new")
+    odd = tmp_path / "new" / "masks" / "p03_z002.png"
+    write_png(odd, np.full((30, 28, 3), (0, 200, 0), np.uint8))  # a colour of no class
+    with pytest.raises(PreflightError, match="nothing was evaluated") as error:
+        evaluate({"run_dir": str(run_dir), "data": {"root": str(tmp_path / "new")}})
+    assert str(odd) in str(error.value)
+    assert not (run_dir / "evaluation" / "new").exists()
+    with pytest.raises(ConfigError, match="data.name='test' would mix"):
+        evaluate({"run_dir": str(run_dir), "data": {"root": str(tmp_path / "new"), "name": "test"}})
+    with pytest.raises(DataError, match="is not a folder"):
+        evaluate({"run_dir": str(run_dir), "data": {"root": str(tmp_path / "nowhere")}})

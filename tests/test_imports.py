@@ -134,7 +134,7 @@ def test_the_cycle_check_finds_a_cycle_made_on_purpose(tmp_path):
 def test_the_library_changes_nothing_in_the_users_process(tmp_path):
     """No Hydra, no plotting backend switch (pictures are drawn without pyplot), no environment
     flags, no TensorFlow in a JAX or torch process (Keras imported it to seed it and to save a
-    model: 2-5 s and 420 MB)."""
+    model, TensorBoard's writer to write files: 2-5 s and 420 MB)."""
     path = tmp_path / "model.keras"
     code = (
         "import json, os, sys, keras, matplotlib\n"
@@ -153,6 +153,8 @@ def test_the_library_changes_nothing_in_the_users_process(tmp_path):
         "model = FlexUNet(input_shape=(16, 16, 1), base_filters=2, num_layers=2)\n"
         f"atomic_save(model, {str(path)!r})\n"
         f"keras.saving.load_model({str(path)!r})\n"
+        "from flexseg.training.logs import TensorBoardLog\n"
+        f"TensorBoardLog({str(tmp_path / 'tb')!r}).on_train_begin()\n"
         "report['tensorflow'] = 'tensorflow' in sys.modules\n"
         "from keras.src.utils.module_utils import tensorflow\n"
         "report['available'] = tensorflow._available\n"  # None: looked up again by who wants it

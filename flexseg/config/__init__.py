@@ -2,7 +2,7 @@
 
 The library takes these typed configs (`TrainConfig`, `EvaluateConfig`, ...): build one in
 Python (`TrainConfig(dataset=DatasetConfig(...))`, or `parse(TrainConfig, a_dict)`), or
-compose one from `conf/` with `flexseg.config.compose.load_config`. Only the `compose` and
+compose one from `flexseg/conf/` with `flexseg.config.compose.load_config`. Only the `compose` and
 `app` modules of this package import Hydra and OmegaConf; importing `flexseg.config` does not.
 """
 

@@ -20,13 +20,13 @@ from omegaconf import DictConfig
 from flexseg.config.compose import CONF_DIR, load_config, register, typed
 from flexseg.config.files import read_config
 from flexseg.config.schema import COMMANDS
-from flexseg.errors import ConfigError, DataError, PreemptedError, TrainingError
+from flexseg.errors import ConfigError, DataError, ExportError, PreemptedError, TrainingError
 
-REPORTED = (ConfigError, DataError, TrainingError, PreemptedError)
+REPORTED = (ConfigError, DataError, TrainingError, ExportError, PreemptedError)
 
 
 def command(name: str) -> Callable:
-    """Decorator: makes `main(cfg, run_dir)` the command over `conf/<name>.yaml`.
+    """Decorator: makes `main(cfg, run_dir)` the command over `flexseg/conf/<name>.yaml`.
 
     The command prepares the process (`flexseg.runtime.prepare_process`), composes its own
     config (a key it does not take is refused, with its name, before Hydra makes a folder),

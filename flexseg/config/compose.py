@@ -1,4 +1,4 @@
-"""Hydra composition of a command's config from `conf/`, as a typed config.
+"""Hydra composition of a command's config from `flexseg/conf/`, as a typed config.
 
 With `app.py`, the only flexseg module that imports Hydra or OmegaConf. Hydra merges each
 YAML option into the schema's sections (registered here), so a misspelled key or a value of
@@ -24,19 +24,20 @@ from flexseg.config.schema import (
     MODELS,
     AugmentConfig,
     DatasetConfig,
+    LoggerConfig,
     TrainerConfig,
     loss_schema,
     model_schema,
 )
 from flexseg.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # inside the package: the wheel has it
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 
 
 @functools.cache
 def register() -> None:
-    """Registers the schemas that `conf/` names (`train_schema`, `dataset_schema`,
+    """Registers the schemas that `flexseg/conf/` names (`train_schema`, `dataset_schema`,
     `flex_unet_schema`, `ce_dice_schema`, ...) and the `${sample_data:<name>}` resolver."""
     from flexseg.losses import LOSSES
 
@@ -47,6 +48,7 @@ def register() -> None:
         ("dataset", DatasetConfig),
         ("augment", AugmentConfig),
         ("trainer", TrainerConfig),
+        ("logger", LoggerConfig),
     ]:
         store.store(group=group, name=f"{group}_schema", node=schema)
     for name, target in MODELS.items():
@@ -58,7 +60,7 @@ def register() -> None:
 
 
 def load_config(overrides: Sequence[str] = (), command: str = "train") -> Any:
-    """Composes `conf/<command>.yaml` with command-line style overrides, as a typed config.
+    """Composes `flexseg/conf/<command>.yaml` with command-line style overrides, as a typed config.
 
     Example:
     >>> cfg = load_config(["dataset=ms_lesjak", "trainer.epochs=2"])

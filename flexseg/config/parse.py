@@ -74,6 +74,15 @@ def as_dict(section) -> dict:
     return dataclasses.asdict(section)
 
 
+def flat_keys(config: Mapping, prefix: str = "") -> dict:
+    """Nested containers as `{"trainer.reduce_lr.patience": 5, ...}`."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        out |= flat_keys(value, f"{name}.") if isinstance(value, Mapping) else {name: value}
+    return out
+
+
 def section_schema(
     name: str,
     factory,

@@ -2,7 +2,7 @@
 
 Each section is a dataclass that checks its own values when it is made (types, choices,
 ranges: `flexseg.config.parse`), so a config written in Python and one composed by Hydra
-from `conf/` pass the same checks. The `model` and `loss` sections are not written here:
+from `flexseg/conf/` pass the same checks. The `model` and `loss` sections are not written here:
 their keys and defaults are the constructor arguments of the model class (`_target_`) and of
 the loss class (`name`), read from the signature (`model_schema`, `loss_schema`).
 
@@ -37,8 +37,9 @@ DISTRIBUTIONS = ("none", "data_parallel", "auto")
 CHECKPOINTS = ("best", "last")
 RESUMES = ("never", "auto")
 TTA_MODES = ("none", "flip")
+EXPORT_FORMATS = ("onnx", "tf_saved_model", "litert", "torch")
 
-# The models a config can name, by their option in conf/model/; `_target_` picks the class.
+# The models a config can name, by their option in flexseg/conf/model/; `_target_` picks the class.
 MODELS = {"flex_unet": "flexseg.models.FlexUNet"}
 DEFAULT_MODEL = MODELS["flex_unet"]
 DEFAULT_LOSS = "ce_dice"
@@ -173,7 +174,6 @@ class TrainerConfig(Section):
     foreground_fraction: float | None = rule(None, _fraction(True, False), "in (0, 1] or null")
     select_checkpoint: str = choice("best", CHECKPOINTS)  # what evaluate / infer use
     preview_images: int = 6  # fixed validation images predicted after every epoch
-    tensorboard: bool = False
     workers: int = 1
     use_multiprocessing: bool = False
     jit_compile: Any = rule(
@@ -267,6 +267,19 @@ def _derived_section(value, base: type, schema_of: Callable, kind: str, default:
 
 
 @dataclass
+class LoggerConfig(Section):
+    """Experiment logs beside the run's own files: TensorBoard (on by default) and MLflow."""
+
+    KEY: ClassVar[str] = "logger"
+    name: str = "tensorboard"
+    tensorboard: bool = True  # <run_dir>/tensorboard/: every epoch's values and preview
+    mlflow: bool = False  # an MLflow run: the config, every epoch's values, the run's files
+    # MLflow's store; None: sqlite:///mlruns/mlflow.db in the working folder (files only)
+    tracking_uri: str | None = None
+    experiment: str | None = None  # MLflow's experiment; None: the dataset's name
+
+
+@dataclass
 class TrainConfig(Section):
     """`flexseg-train` and `flexseg-check`: a model, a dataset and how to train it.
 
@@ -279,6 +292,7 @@ class TrainConfig(Section):
     loss: Any = MISSING  # the loss class's arguments (loss_schema)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0  # seeds shuffling, augmentation and weight initialisation
 
     def __post_init__(self) -> None:
@@ -310,11 +324,27 @@ class StatsConfig(Section):
 
 
 @dataclass
+class LabelledDataConfig(Section):
+    """New labelled images to score a run on, read with the run's preprocessing."""
+
+    KEY: ClassVar[str] = "data"
+    root: str | None = None  # a folder of images_dir/ + masks_dir/; None: the run's own split
+    name: str | None = None  # results go to <run_dir>/evaluation/<name>/; default: root's name
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+    mask_suffix: str = ""
+    # first capture group = the patient id; default: the run's dataset.group_regex
+    group_regex: str | None = None
+
+
+@dataclass
 class EvaluateConfig(Section):
-    """`flexseg-evaluate`: a training run scored on one of its splits."""
+    """`flexseg-evaluate`: a training run scored on one of its splits, or on new labelled
+    data (`data.root`)."""
 
     run_dir: str = MISSING  # the folder of a training run
     split: str = choice("test", SPLITS)
+    data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
     checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
     tta: str = choice("none", TTA_MODES)
     compile_cache: str = _compile_cache()
@@ -334,7 +364,21 @@ class InferConfig(Section):
     compile_cache: str = _compile_cache()
 
 
-# Each command's primary config (conf/<name>.yaml) and its schema.
+@dataclass
+class ExportConfig(Section):
+    """`flexseg-export`: a training run's checkpoint in a deployable format, checked."""
+
+    run_dir: str = MISSING  # the folder of a training run
+    format: str = choice("onnx", EXPORT_FORMATS)
+    output: str | None = None  # default: <run_dir>/export/<format>
+    overwrite: bool = False  # replace an earlier export (only once the new one passed its check)
+    checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
+    # largest difference of a class probability, exported model vs Keras model
+    tolerance: float = rule(1e-4, lambda v: 0 < v < 1, "between 0 and 1")
+    compile_cache: str = _compile_cache()
+
+
+# Each command's primary config (flexseg/conf/<name>.yaml) and its schema.
 COMMANDS = {
     "train": TrainConfig,
     "check": TrainConfig,
@@ -343,4 +387,5 @@ COMMANDS = {
     "stats": StatsConfig,
     "evaluate": EvaluateConfig,
     "infer": InferConfig,
+    "export": ExportConfig,
 }

@@ -58,24 +58,7 @@ def find_samples(
     found_problems: list[str] = []
 
     def pairs(folder: Path) -> list[Sample]:
-        found, trouble = find_pairs(
-            folder / dataset.images_dir, folder / dataset.masks_dir, dataset.mask_suffix
-        )
-        found_problems.extend(trouble)
-        samples, unmatched = [], []
-        for pair in found:
-            try:
-                samples.append(_sample(pair, regex))
-            except DataError:
-                unmatched.append(pair.name)
-        if unmatched:
-            more = len(unmatched) - 5
-            shown = ", ".join(unmatched[:5]) + (f" and {more} more" if more > 0 else "")
-            found_problems.append(
-                f"group regex {regex!r} does not match the file name(s) {shown}; fix "
-                "dataset.group_regex so that it captures the patient id of every file."
-            )
-        return samples
+        return folder_samples(dataset, folder, found_problems)
 
     def checked(result: dict[str, list[Sample]]) -> dict[str, list[Sample]]:
         if found_problems and problems is None:
@@ -146,6 +129,33 @@ def holdout_blocks(
         held += members[start : start + count]
         keep += members[:start] + members[start + count :]
     return keep, held
+
+
+def folder_samples(
+    dataset: DatasetConfig, folder: Path, problems: list[str], key: str = "dataset.group_regex"
+) -> list[Sample]:
+    """The paired samples of one folder (`images_dir` + `masks_dir` of the dataset config),
+    grouped by `dataset.group_regex` (None: each file is its own group); what does not pair
+    or match the regex is added to `problems`, which name the regex as `key`."""
+    regex = dataset.group_regex
+    found, trouble = find_pairs(
+        folder / dataset.images_dir, folder / dataset.masks_dir, dataset.mask_suffix
+    )
+    problems.extend(trouble)
+    samples, unmatched = [], []
+    for pair in found:
+        try:
+            samples.append(_sample(pair, regex))
+        except DataError:
+            unmatched.append(pair.name)
+    if unmatched:
+        more = len(unmatched) - 5
+        shown = ", ".join(unmatched[:5]) + (f" and {more} more" if more > 0 else "")
+        problems.append(
+            f"group regex {regex!r} does not match the file name(s) {shown}; fix "
+            f"{key} so that it captures the patient id of every file."
+        )
+    return samples
 
 
 def _sample(pair: Pair, regex: str | None) -> Sample:

@@ -13,12 +13,14 @@ import keras
 import numpy as np
 
 from flexseg import backend
+from flexseg.config.parse import as_dict, flat_keys
 from flexseg.config.schema import TrainConfig
 from flexseg.data.dataset import SegmentationDataset
 from flexseg.errors import TrainingError
 from flexseg.metrics import segmentation_metrics
 from flexseg.plots import overlay, save_curves, save_grid
 from flexseg.runs import CHECKPOINTS
+from flexseg.training.logs import MLflowLog, TensorBoardLog
 
 
 def atomic_save(model: keras.Model, path: str | Path) -> Path:
@@ -284,8 +286,12 @@ def build_callbacks(
     preview_source = datasets.get("valid") or datasets.get("test")
     if trainer.preview_images and preview_source is not None:
         callbacks.append(preview(preview_source, trainer.preview_images, run_dir / "previews"))
-    if trainer.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    if cfg.logger.tensorboard:  # after the preview: it logs the epoch's preview image
+        callbacks.append(TensorBoardLog(run_dir / "tensorboard", run_dir / "previews"))
+    if cfg.logger.mlflow:
+        experiment = cfg.logger.experiment or cfg.dataset.name
+        params = flat_keys(as_dict(cfg))
+        callbacks.append(MLflowLog(run_dir, params, cfg.logger.tracking_uri, experiment))
     if trainer.max_minutes:
         callbacks.append(TimeLimit(trainer.max_minutes))
     return callbacks

@@ -8,6 +8,7 @@ config key, says what is wrong and how to fix it; all of them are reported toget
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,6 +149,15 @@ def config_problems(cfg: TrainConfig) -> list[str]:
             f"model.num_classes={model.num_classes} but dataset.num_classes="
             f"{dataset.num_classes}; make them agree."
         )
+    for package, key, extra in (
+        ("tensorboard", "tensorboard", "tensorboard"),
+        ("mlflow", "mlflow", "mlflow"),
+    ):
+        if getattr(cfg.logger, key) and importlib.util.find_spec(package) is None:
+            problems.append(
+                f"logger.{key}=true needs {package}, not installed: pip install "
+                f"'flexseg[{extra}]' (or set logger.{key}=false)."
+            )
     return problems
 
 

@@ -21,6 +21,7 @@ from flexseg.training.callbacks import (
     StopOnNonFinite,
     build_callbacks,
 )
+from flexseg.training.logs import MLflowLog, TensorBoardLog
 from flexseg.training.plan import make_plan
 from flexseg.training.resume import ResumeState, StopOnSignal, read_resume_state, restore_model
 from flexseg.training.setup import Setup, build_optimizer, distribution_scope, precision_policy
@@ -89,6 +90,7 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, replicas: int) -> dict
         log.info("resuming %s after epoch %d of %d", run_dir, initial_epoch, trainer.epochs)
     callbacks.append(StopOnSignal(run_dir))
     callbacks.append(ResumeState(run_dir / CHECKPOINTS, list(callbacks), restored))
+    loggers = [c for c in callbacks if isinstance(c, (TensorBoardLog, MLflowLog))]
     start = time.monotonic()
     try:
         model.fit(
@@ -101,7 +103,11 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, replicas: int) -> dict
             shuffle=False,  # the dataset shuffles itself, the same on every backend
             verbose=trainer.verbose,
         )
-    except Exception as error:
+    except BaseException as error:
+        for logger in loggers:
+            logger.close(failed=True)
+        if not isinstance(error, Exception):
+            raise
         # A file damaged or removed after the check, raised as it is or (TensorFlow) wrapped.
         read = next((d.read_error for d in datasets.values() if d.read_error), None)
         if read is None and not isinstance(error, DataError):
@@ -125,6 +131,9 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, replicas: int) -> dict
         "params": model.count_params(),
         "precision": model.dtype_policy.name,
         "replicas": replicas,
+        "logging_seconds": round(sum(logger.seconds for logger in loggers), 3),
     }
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    for logger in loggers:
+        logger.close(summary=summary)
     return summary

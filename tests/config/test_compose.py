@@ -1,4 +1,4 @@
-"""Every command's config composes from conf/, and every option of every group builds."""
+"""Every command's config composes from flexseg/conf/, and every option of every group builds."""
 
 from __future__ import annotations
 
@@ -44,7 +44,11 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_its_own_config(command):
-    required = {"evaluate": ["run_dir=r"], "infer": ["run_dir=r", "input=i"]}
+    required = {
+        "evaluate": ["run_dir=r"],
+        "infer": ["run_dir=r", "input=i"],
+        "export": ["run_dir=r"],
+    }
     cfg = load_config(required.get(command, []), command)
     assert type(cfg) is COMMANDS[command]
     assert (CONF_DIR / f"{command}.yaml").is_file()

@@ -27,7 +27,7 @@ DATASET = {"name": "scans", "root": "data", "group_regex": r"^(p\d+)_"}
 
 
 def test_a_config_written_in_python_equals_the_composed_one():
-    """conf/ sets only what differs from the schema: the default options add nothing."""
+    """flexseg/conf/ sets only what differs from the schema: the default options add nothing."""
     composed = load_config()
     written = TrainConfig(dataset=composed.dataset, augment=composed.augment)
     assert as_dict(written) == as_dict(composed)
@@ -52,7 +52,7 @@ def test_every_value_a_default_option_writes_equals_the_schema(group, option):
     }[group]()
     defaults = as_dict(schema)
     for key, value in values.items():
-        assert value == defaults[key], f"conf/{group}/{option}.yaml sets {key}={value!r}"
+        assert value == defaults[key], f"flexseg/conf/{group}/{option}.yaml sets {key}={value!r}"
 
 
 def test_model_defaults_are_the_model_class_defaults():

@@ -29,6 +29,8 @@ from flexseg.data.reading import ReadSpec
 from flexseg.errors import ConfigError, DataError
 from tests.helpers import encoded, huge_header
 
+pytestmark = pytest.mark.once  # files are read the same way on every backend
+
 CASES = 500
 SIZE = (12, 16)  # height, width of every valid file
 FORMATS = {"png": "PNG", "jpg": "JPEG", "tif": "TIFF", "bmp": "BMP"}
