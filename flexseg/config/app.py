@@ -5,10 +5,10 @@ With `compose.py`, the only flexseg module that imports Hydra or OmegaConf.
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import gc
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,11 @@ def command(name: str) -> Callable:
     def decorate(main: Callable[[Any, Path], Any]) -> Callable[[], Any]:
         @hydra.main(config_path=str(CONF_DIR), config_name=name, version_base="1.3")
         def app(cfg: DictConfig):
-            with reported():
+            outcome = Reported()
+            with outcome:
                 typed_cfg = checked.pop() if checked else typed(cfg, schema)
                 return main(typed_cfg, Path(HydraConfig.get().runtime.output_dir))
+            outcome.exit_if_failed()
 
         @functools.wraps(main)
         def run():
@@ -55,8 +57,10 @@ def command(name: str) -> Callable:
             # checked here, so that a bad key stops it before Hydra makes a folder; a
             # multirun's jobs are checked one by one as Hydra composes them.
             if not any(arg.startswith("-") for arg in overrides):
-                with reported():
+                outcome = Reported()
+                with outcome:
                     checked.append(load_config(overrides, name))
+                outcome.exit_if_failed()
             return app()
 
         return run
@@ -64,15 +68,30 @@ def command(name: str) -> Callable:
     return decorate
 
 
-@contextlib.contextmanager
-def reported() -> Iterator[None]:
-    """Turns a flexseg error into its message on stderr and its exit code."""
-    try:
-        yield
-    except REPORTED as error:
+class Reported:
+    """Turns a flexseg error into its message on stderr and its exit code.
+
+    The program exits after the `with` block, not inside it: by then the error's traceback,
+    and what the failed call held through it (a training stopped mid-epoch holds TensorFlow's
+    data iterators), is released while Python can still run finalisers; left to interpreter
+    shutdown, TensorFlow's could abort the process.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if not isinstance(error, REPORTED):
+            return False
         label = "interrupted" if isinstance(error, PreemptedError) else "error"
         print(f"{label}: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
+        self.code = error.exit_code
+        return True
+
+    def exit_if_failed(self) -> None:
+        if hasattr(self, "code"):
+            gc.collect()
+            sys.exit(self.code)
 
 
 class SweepSummary(Callback):

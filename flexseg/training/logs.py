@@ -2,18 +2,20 @@
 
 Both are Keras callbacks that log what `HistoryFiles` keeps (every epoch's losses, metrics
 and learning rate) and the newest epoch preview image; neither touches a backend framework:
-TensorBoard's files are written with the `tensorboard` package's own writer, so JAX and torch
-processes stay free of TensorFlow.
+TensorBoard's event files are written record by record with the `tensorboard` package's
+protocol buffers and record format, so JAX and torch processes stay free of TensorFlow.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import struct
 import time
 from pathlib import Path
 
 import keras
 
-from flexseg import backend
 from flexseg.errors import ConfigError
 
 LEARNING_RATE = "learning_rate"
@@ -33,6 +35,8 @@ class TensorBoardLog(keras.callbacks.Callback):
     `learning_rate`) and the epoch's preview image. `tensorboard --logdir outputs` shows all
     runs side by side."""
 
+    name = "tensorboard"
+
     def __init__(self, folder: str | Path, previews: str | Path | None = None):
         super().__init__()
         self.folder = Path(folder)
@@ -41,13 +45,28 @@ class TensorBoardLog(keras.callbacks.Callback):
         self.seconds = 0.0  # time spent logging, for the record
 
     def on_train_begin(self, logs=None):
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.compat.proto.event_pb2 import Event
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        # TensorBoard's file API is TensorFlow's when it can import it; its own stub writes
-        # the same files, and keeps JAX and torch processes free of TensorFlow.
-        with backend.tensorflow_left_out():
-            self._writer = EventFileWriter(str(self.folder))
+        # One file per process, named as TensorBoard's own writer names them.
+        name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}"
+        self._writer = open(self.folder / name, "ab")  # noqa: SIM115
+        self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _write(self, event) -> None:
+        """One record of TensorFlow's record format: length, its checksum, data, checksum.
+
+        Written here, in this thread, with TensorBoard's own checksum: its `tensorboard.summary`
+        writers would import TensorFlow's summary machinery (and a thread of its own) whenever
+        TensorFlow can be imported, which left TensorFlow processes stopped by a signal
+        aborting at exit."""
+        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+        data = event.SerializeToString()
+        header = struct.pack("<Q", len(data))
+        record = header + struct.pack("<I", masked_crc32c(header)) + data
+        self._writer.write(record + struct.pack("<I", masked_crc32c(data)))
+        self._writer.flush()
 
     def on_epoch_end(self, epoch, logs=None):
         from tensorboard.compat.proto.event_pb2 import Event
@@ -67,8 +86,7 @@ class TensorBoardLog(keras.callbacks.Callback):
                 height=height, width=width, colorspace=3, encoded_image_string=preview.read_bytes()
             )
             summary.value.add(tag="preview", image=image)
-        self._writer.add_event(Event(wall_time=time.time(), step=epoch + 1, summary=summary))
-        self._writer.flush()
+        self._write(Event(wall_time=time.time(), step=epoch + 1, summary=summary))
         self.seconds += time.perf_counter() - start
 
     def on_train_end(self, logs=None):
@@ -100,6 +118,8 @@ class MLflowLog(keras.callbacks.Callback):
             SQLite file, `mlruns/mlflow.db`, and the artifacts beside it).
         experiment: the MLflow experiment's name.
     """
+
+    name = "mlflow"
 
     def __init__(
         self, run_dir: str | Path, params: dict, tracking_uri: str | None, experiment: str

@@ -131,7 +131,7 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, replicas: int) -> dict
         "params": model.count_params(),
         "precision": model.dtype_policy.name,
         "replicas": replicas,
-        "logging_seconds": round(sum(logger.seconds for logger in loggers), 3),
+        "logging_seconds": {logger.name: round(logger.seconds, 3) for logger in loggers},
     }
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     for logger in loggers:

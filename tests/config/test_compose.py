@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import pytest
 
 from flexseg.config import COMMANDS, instantiate
@@ -31,8 +32,10 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
         overrides.append(f"dataset.root={tmp_path}")
     cfg = load_config(overrides)
     if group == "model":
-        # A small input keeps building cheap; every other value is the option's own.
-        model = instantiate(cfg.model, input_shape=[64, 64, cfg.dataset.channels])
+        # Shapes only (no weights drawn: JAX compiles a program per weight shape), a small
+        # input; every other value is the option's own.
+        with keras.StatelessScope(initialize_variables=False):
+            model = instantiate(cfg.model, input_shape=[64, 64, cfg.dataset.channels])
         assert model.count_params() > 0
     read_spec(cfg.dataset, cfg.model.size_multiple)
     cmap = colormap_of(cfg.dataset)

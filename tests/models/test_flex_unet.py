@@ -62,14 +62,15 @@ def test_reference_parameter_count():
 
 
 def test_topology_follows_the_level_rules():
-    model = FlexUNet(
-        input_shape=(64, 64, 1),
-        base_filters=8,
-        base_kernels=9,
-        num_layers=4,
-        dilation=3,
-        dropout_rate=0.1,
-    )
+    with keras.StatelessScope(initialize_variables=False):  # the layers, no weights drawn
+        model = FlexUNet(
+            input_shape=(64, 64, 1),
+            base_filters=8,
+            base_kernels=9,
+            num_layers=4,
+            dilation=3,
+            dropout_rate=0.1,
+        )
     expected = {0: (8, (9, 9), 3), 1: (16, (7, 7), 2), 2: (32, (5, 5), 1), 3: (64, (3, 3), 1)}
     for level, (filters, kernel, dilation) in expected.items():
         for prefix in ("enc", "dec") if level < 3 else ("enc",):
