@@ -57,8 +57,12 @@ NATIVE = {
     "jax": ("tf_saved_model",),
     "torch": ("onnx", "torch"),
 }
-WRITERS = {"onnx": "tensorflow", "tf_saved_model": "tensorflow", "litert": "tensorflow"}
-WRITERS["torch"] = "torch"
+WRITERS = {
+    "onnx": "tensorflow",
+    "tf_saved_model": "tensorflow",
+    "litert": "tensorflow",
+    "torch": "torch",
+}
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 # The runtime that loads each format for the check, and the extra that installs it.
 RUNTIME_PACKAGES = {
@@ -67,7 +71,6 @@ RUNTIME_PACKAGES = {
     "litert": ("ai_edge_litert", "flexseg[export]"),
     "torch": ("torch", "flexseg[torch]"),
 }
-TOLERANCE = 1e-4  # largest difference of a class probability, exported model vs Keras
 SAMPLE_IMAGES = 4
 INPUT_NAME = "image"
 HISTOGRAM_BINS = 4096  # intensity statistics: see flexseg.data.reading.intensity_stats
@@ -104,12 +107,25 @@ def export(cfg: ExportConfig | Mapping) -> dict:
     try:
         model_path = staging / MODEL_FILES[cfg.format]
         if writer == backend.name():
-            write_model(run.model, cfg.format, model_path)
+            try:
+                write_model(run.model, cfg.format, model_path)
+            except Exception as error:  # the converter's own failure, named
+                raise ExportError(
+                    f"writing format={cfg.format} with Keras on {writer} failed: "
+                    f"{type(error).__name__}: {error}; nothing was exported."
+                ) from error
         else:
             _write_in_process(writer, run, cfg.format, model_path)
         batch, checked_on = sample_batch(run)
         expected = _probabilities(_keras_outputs(run.model, batch), run.cfg.model.from_logits)
-        found = _probabilities(RUNTIMES[cfg.format](model_path, batch), run.cfg.model.from_logits)
+        try:
+            outputs = RUNTIMES[cfg.format](model_path, batch)
+        except Exception as error:
+            raise ExportError(
+                f"{RUNTIME_PACKAGES[cfg.format][0]} could not run the exported {cfg.format} "
+                f"model: {type(error).__name__}: {error}; nothing was exported."
+            ) from error
+        found = _probabilities(outputs, run.cfg.model.from_logits)
         difference = float(np.abs(found - expected).max()) if found.shape == expected.shape else 1
         if not difference <= cfg.tolerance:
             raise ExportError(

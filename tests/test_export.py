@@ -67,6 +67,10 @@ def test_a_model_that_does_not_match_is_not_exported(trained, tmp_path, monkeypa
     with pytest.raises(ExportError, match=f"exported {fmt} model's probabilities differ"):
         export({"run_dir": str(run_dir), "format": fmt, "output": str(out)})
     assert not (tmp_path / "exports").exists()  # nothing half-written, not even its folder
+    monkeypatch.setitem(RUNTIMES, fmt, lambda path, batch: np.load(path))  # cannot load it
+    with pytest.raises(ExportError, match=r"could not run the exported .* nothing was exported"):
+        export({"run_dir": str(run_dir), "format": fmt, "output": str(out)})
+    assert not (tmp_path / "exports").exists()
 
 
 def test_bad_requests_are_refused_before_anything_is_written(trained, tmp_path, monkeypatch):
