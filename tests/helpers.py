@@ -160,6 +160,13 @@ def numeric_gradient(fn, x: np.ndarray, eps: float = 1e-3) -> np.ndarray:
     return grad
 
 
+def shapes_only(build, *args, **kwargs):
+    """`build(*args, **kwargs)` in a stateless scope: the layers and their weight shapes, no
+    weights drawn (JAX would compile an initialiser per weight shape)."""
+    with keras.StatelessScope(initialize_variables=False):
+        return build(*args, **kwargs)
+
+
 def run_cli(command: str, *overrides: str, cwd) -> subprocess.CompletedProcess:
     """`python -m flexseg <command> <overrides>` in `cwd`, as a user runs it; not checked."""
     return subprocess.run(

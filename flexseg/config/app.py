@@ -77,6 +77,8 @@ class Reported:
     shutdown, TensorFlow's could abort the process.
     """
 
+    code: int | None = None  # the exit code, once a flexseg error was reported
+
     def __enter__(self) -> None:
         return None
 
@@ -89,7 +91,7 @@ class Reported:
         return True
 
     def exit_if_failed(self) -> None:
-        if hasattr(self, "code"):
+        if self.code is not None:
             gc.collect()
             sys.exit(self.code)
 

@@ -57,9 +57,6 @@ def find_samples(
 
     found_problems: list[str] = []
 
-    def pairs(folder: Path) -> list[Sample]:
-        return folder_samples(dataset, folder, found_problems)
-
     def checked(result: dict[str, list[Sample]]) -> dict[str, list[Sample]]:
         if found_problems and problems is None:
             raise DataError("; ".join(found_problems))
@@ -70,13 +67,18 @@ def find_samples(
     if dataset.layout == "splits":
         if not (root / "train").exists():
             raise DataError(f"{root / 'train'} is missing; the splits layout needs train/.")
-        return checked({s: pairs(root / s) if (root / s).exists() else [] for s in SPLITS})
+        return checked(
+            {
+                s: folder_samples(dataset, root / s, found_problems) if (root / s).exists() else []
+                for s in SPLITS
+            }
+        )
     if not regex:
         raise ConfigError(
             "dataset.group_regex is required for the flat layout: a regex whose first group "
             "is the patient id of a file name, e.g. '^(p\\d+)_'."
         )
-    samples = pairs(root)
+    samples = folder_samples(dataset, root, found_problems)
     rule = dataset.split
     try:
         assignment = split_groups(

@@ -20,7 +20,7 @@ from flexseg.errors import TrainingError
 from flexseg.metrics import segmentation_metrics
 from flexseg.plots import overlay, save_curves, save_grid
 from flexseg.runs import CHECKPOINTS
-from flexseg.training.logs import MLflowLog, TensorBoardLog
+from flexseg.training.logs import MLflowLog, TensorBoardLog, epoch_values
 
 
 def atomic_save(model: keras.Model, path: str | Path) -> Path:
@@ -113,11 +113,7 @@ class HistoryFiles(keras.callbacks.Callback):
         self.history: dict[str, list[float]] = {}
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
-        logs["learning_rate"] = float(
-            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-        )
-        for key, value in logs.items():
+        for key, value in epoch_values(self.model, logs).items():
             self.history.setdefault(key, []).append(float(value))
         keys = sorted(self.history)
         self._write("history.csv", keys)
@@ -162,6 +158,10 @@ class EpochPreview(keras.callbacks.Callback):
         self.masks = masks  # (N, H, W) class ids
         self.names = list(names)
 
+    def path(self, epoch: int) -> Path:
+        """The picture of an epoch (0-based, as Keras counts)."""
+        return self.folder / f"epoch_{epoch + 1:03d}.png"
+
     def on_epoch_end(self, epoch, logs=None):
         self.folder.mkdir(parents=True, exist_ok=True)
         probs = keras.ops.convert_to_numpy(self.model(self.images, training=False))
@@ -173,7 +173,7 @@ class EpochPreview(keras.callbacks.Callback):
         score = (logs or {}).get("val_fg_dice")
         title = f"epoch {epoch + 1}" + (f", val_fg_dice {score:.3f}" if score is not None else "")
         save_grid(
-            self.folder / f"epoch_{epoch + 1:03d}.png",
+            self.path(epoch),
             rows,
             column_titles=["image", "ground truth", "prediction"],
             row_titles=self.names,
@@ -284,10 +284,12 @@ def build_callbacks(
     metric_names = [m.name for m in segmentation_metrics(cfg.dataset.num_classes)]
     callbacks.append(HistoryFiles(run_dir, metric_names))
     preview_source = datasets.get("valid") or datasets.get("test")
+    previews = None
     if trainer.preview_images and preview_source is not None:
-        callbacks.append(preview(preview_source, trainer.preview_images, run_dir / "previews"))
+        previews = preview(preview_source, trainer.preview_images, run_dir / "previews")
+        callbacks.append(previews)
     if cfg.logger.tensorboard:  # after the preview: it logs the epoch's preview image
-        callbacks.append(TensorBoardLog(run_dir / "tensorboard", run_dir / "previews"))
+        callbacks.append(TensorBoardLog(run_dir / "tensorboard", previews))
     if cfg.logger.mlflow:
         experiment = cfg.logger.experiment or cfg.dataset.name
         params = flat_keys(as_dict(cfg))

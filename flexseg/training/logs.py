@@ -21,13 +21,10 @@ from flexseg.errors import ConfigError
 LEARNING_RATE = "learning_rate"
 
 
-def learning_rate(model: keras.Model) -> float:
-    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-
-
-def newest_preview(folder: Path, epoch: int) -> Path | None:
-    path = folder / f"epoch_{epoch + 1:03d}.png"
-    return path if path.is_file() else None
+def epoch_values(model: keras.Model, logs: dict | None) -> dict:
+    """What Keras logged at an epoch's end, and the learning rate the epoch used."""
+    rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    return {**(logs or {}), LEARNING_RATE: rate}
 
 
 class TensorBoardLog(keras.callbacks.Callback):
@@ -37,10 +34,10 @@ class TensorBoardLog(keras.callbacks.Callback):
 
     name = "tensorboard"
 
-    def __init__(self, folder: str | Path, previews: str | Path | None = None):
+    def __init__(self, folder: str | Path, preview=None):
         super().__init__()
         self.folder = Path(folder)
-        self.previews = Path(previews) if previews else None
+        self.preview = preview  # the run's EpochPreview (its `path(epoch)`), or None
         self._writer = None
         self.seconds = 0.0  # time spent logging, for the record
 
@@ -73,12 +70,12 @@ class TensorBoardLog(keras.callbacks.Callback):
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         start = time.perf_counter()
-        values = {**(logs or {}), LEARNING_RATE: learning_rate(self.model)}
+        values = epoch_values(self.model, logs)
         summary = Summary(
             value=[Summary.Value(tag=tag_of(k), simple_value=float(v)) for k, v in values.items()]
         )
-        preview = newest_preview(self.previews, epoch) if self.previews else None
-        if preview is not None:
+        preview = self.preview.path(epoch) if self.preview else None
+        if preview is not None and preview.is_file():
             import cv2
 
             height, width = cv2.imread(str(preview), cv2.IMREAD_UNCHANGED).shape[:2]
@@ -158,7 +155,7 @@ class MLflowLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
-        values = {**(logs or {}), LEARNING_RATE: learning_rate(self.model)}
+        values = epoch_values(self.model, logs)
         self.mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=epoch + 1)
         self.seconds += time.perf_counter() - start
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 import pytest
 
 from flexseg.config import COMMANDS, instantiate
@@ -12,6 +11,7 @@ from flexseg.data.transforms import build_augmentation
 from flexseg.errors import ConfigError
 from flexseg.losses import build_loss
 from flexseg.training.setup import build_optimizer
+from tests.helpers import shapes_only
 
 GROUPS = ("model", "dataset", "augment", "loss", "trainer")
 NEEDS_ROOT = {"lgg"}
@@ -32,10 +32,8 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
         overrides.append(f"dataset.root={tmp_path}")
     cfg = load_config(overrides)
     if group == "model":
-        # Shapes only (no weights drawn: JAX compiles a program per weight shape), a small
-        # input; every other value is the option's own.
-        with keras.StatelessScope(initialize_variables=False):
-            model = instantiate(cfg.model, input_shape=[64, 64, cfg.dataset.channels])
+        # Shapes only, a small input; every other value is the option's own.
+        model = shapes_only(instantiate, cfg.model, input_shape=[64, 64, cfg.dataset.channels])
         assert model.count_params() > 0
     read_spec(cfg.dataset, cfg.model.size_multiple)
     cmap = colormap_of(cfg.dataset)

@@ -6,7 +6,7 @@ import pytest
 
 from flexseg.models import FlexUNet
 from flexseg.models.flex_unet import level_dilation, level_kernel
-from tests.helpers import run_model_contract
+from tests.helpers import run_model_contract, shapes_only
 
 TINY = dict(input_shape=(32, 32, 3), num_classes=2, base_filters=4, num_layers=3)
 
@@ -47,30 +47,29 @@ def test_any_size_multiple_when_height_and_width_are_open():
 
 
 def test_reference_parameter_count():
-    # Shapes only: 125M weights left undrawn (JAX would compile an initialiser per shape).
-    with keras.StatelessScope(initialize_variables=False):
-        model = FlexUNet(
-            input_shape=(512, 512, 3),
-            num_classes=2,
-            base_filters=16,
-            base_kernels=9,
-            num_layers=8,
-            dropout_rate=0.04,
-            normalization="none",
-        )
+    model = shapes_only(  # 125M weights left undrawn
+        FlexUNet,
+        input_shape=(512, 512, 3),
+        num_classes=2,
+        base_filters=16,
+        base_kernels=9,
+        num_layers=8,
+        dropout_rate=0.04,
+        normalization="none",
+    )
     assert model.count_params() == 124_996_866
 
 
 def test_topology_follows_the_level_rules():
-    with keras.StatelessScope(initialize_variables=False):  # the layers, no weights drawn
-        model = FlexUNet(
-            input_shape=(64, 64, 1),
-            base_filters=8,
-            base_kernels=9,
-            num_layers=4,
-            dilation=3,
-            dropout_rate=0.1,
-        )
+    model = shapes_only(
+        FlexUNet,
+        input_shape=(64, 64, 1),
+        base_filters=8,
+        base_kernels=9,
+        num_layers=4,
+        dilation=3,
+        dropout_rate=0.1,
+    )
     expected = {0: (8, (9, 9), 3), 1: (16, (7, 7), 2), 2: (32, (5, 5), 1), 3: (64, (3, 3), 1)}
     for level, (filters, kernel, dilation) in expected.items():
         for prefix in ("enc", "dec") if level < 3 else ("enc",):
