@@ -11,23 +11,26 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from flexseg.config.parse import parse
 from flexseg.config.schema import SPLITS, DatasetConfig, EvaluateConfig, LabelledDataConfig
-from flexseg.data.build import build_datasets, colormap_of, read_spec
+from flexseg.data.build import colormap_of, read_spec
 from flexseg.data.checks import scan_samples
 from flexseg.data.masks import ColorMap, decode_mask
-from flexseg.data.reading import IntensityStats, read_image
+from flexseg.data.reading import read_image
 from flexseg.data.sources import Sample, find_samples, folder_samples, natural_key
 from flexseg.errors import ConfigError, DataError, PreflightError
-from flexseg.inference import Predictor
+from flexseg.inference import Predictor, by_group, grouped_reads
 from flexseg.losses import build_loss
 from flexseg.metrics import counts_np, dice_np, hd95, iou_np
+from flexseg.progress import progress_bar
 from flexseg.runs import load_run
 
 # The numbers an evaluation leads with, in the order commands print them.
@@ -51,25 +54,51 @@ def evaluate_samples(
     samples: Sequence[Sample],
     class_names: Sequence[str],
     colormap: ColorMap | None,
-    group_stats: Mapping[str, IntensityStats] | None = None,
+    others: Mapping[str, Sequence[Path]] | None = None,
+    loss: Callable | None = None,
+    loss_batch: int = 8,
 ) -> tuple[dict, list[dict]]:
     """Predicts each sample and scores it against its mask at the original size.
 
+    Each image and mask is read once; the model sees the images in batches
+    (`predictor.batch_size`).
+
     Args:
         class_names: one name per class, background first.
+        others: image files of each group outside `samples`, whose intensities join the
+            group's statistics for `group_zscore` (as in training).
+        loss: the run's loss, computed on the model's own outputs (no test-time flip) in
+            batches of `loss_batch` model inputs; the summary's `loss` is its mean.
 
     Returns:
         The summary (JSON-ready) and one row per image.
     """
     names = list(class_names)
     num_classes = len(names)
+    spec = predictor.spec
     total = np.zeros((num_classes, 3), np.int64)
     rows, volumes = [], {}
-    for sample in sorted(samples, key=lambda s: natural_key(s.name)):
-        spec = predictor.spec
+    ordered = sorted(samples, key=lambda s: natural_key(s.name))
+
+    def read(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         truth, _ = decode_mask(sample.mask, num_classes, colormap, spec.max_pixels)
-        raw = read_image(sample.image, spec.channels, spec.max_pixels)
-        probs = predictor.predict(raw, (group_stats or {}).get(sample.group))
+        return read_image(sample.image, spec.channels, spec.max_pixels), truth
+
+    carried: deque = deque()  # (sample, truth) of each image handed to the predictor
+
+    def feed():
+        members = by_group(ordered, {s: s.group for s in ordered})
+        for sample, (raw, truth), stats in grouped_reads(
+            members, read, spec, lambda data: data[0], others
+        ):
+            carried.append((sample, truth))
+            yield raw, stats
+
+    losses = LossMean(loss, num_classes, loss_batch)
+    progress = progress_bar(len(ordered), "evaluating")
+    for probs, job in predictor.predict_many(feed()):
+        sample, truth = carried.popleft()
+        losses.add(job.fit_mask(truth), job.outputs)
         pred = probs.argmax(-1).astype(np.uint8)
         counts = counts_np(truth, pred, num_classes)
         total += counts
@@ -88,6 +117,9 @@ def evaluate_samples(
                 **{f"dice_{n}": float(d) for n, d in zip(names, dice_np(counts), strict=True)},
             }
         )
+        progress.add(1)
+    order = {s.name: k for k, s in enumerate(ordered)}
+    rows.sort(key=lambda r: order[r["image"]])
     per_volume = {}
     for group, volume in volumes.items():
         truth, pred = volume["truth"], volume["pred"]
@@ -107,6 +139,7 @@ def evaluate_samples(
     with_fg = [r["fg_dice"] for r in rows if r["has_foreground"]]
     dice, iou = dice_np(total), iou_np(total)
     summary = {
+        "loss": losses.mean(),
         "images": len(rows),
         "volumes": len(per_volume),
         "fg_dice": _fg_dice(total),
@@ -123,6 +156,38 @@ def evaluate_samples(
         "per_volume": per_volume,
     }
     return summary, rows
+
+
+class LossMean:
+    """The mean of a loss over batches of (class ids, model outputs) pairs, as Keras'
+    `evaluate` reports it: each batch's loss weighted by its size."""
+
+    def __init__(self, loss: Callable | None, num_classes: int, batch: int):
+        self.loss, self.num_classes, self.batch = loss, num_classes, batch
+        self.truth: list[np.ndarray] = []
+        self.outputs: list[np.ndarray] = []
+        self.sum, self.count = 0.0, 0
+
+    def add(self, truth: np.ndarray, outputs: np.ndarray) -> None:
+        """Class ids (N, h, w) and the model's outputs (N, h, w, K) on the same pixels."""
+        if self.loss is None:
+            return
+        self.truth += list(truth)
+        self.outputs += list(outputs)
+        while len(self.truth) >= self.batch:
+            self._reduce(self.batch)
+
+    def mean(self) -> float:
+        while self.truth:
+            self._reduce(min(self.batch, len(self.truth)))
+        return self.sum / self.count if self.count else float("nan")
+
+    def _reduce(self, count: int) -> None:
+        truth = np.eye(self.num_classes, dtype=np.float32)[np.stack(self.truth[:count])]
+        value = self.loss(truth, np.stack(self.outputs[:count]))
+        self.sum += float(keras.ops.convert_to_numpy(value)) * count
+        self.count += count
+        del self.truth[:count], self.outputs[:count]
 
 
 def write_evaluation(out_dir: str | Path, summary: dict, rows: list[dict]) -> list[Path]:
@@ -187,20 +252,21 @@ def evaluate(cfg: EvaluateConfig | Mapping) -> dict:
     if problems:
         raise PreflightError(problems, "nothing was evaluated")
     # Intensity statistics of a group come from all its images, in whichever split they are.
-    run_cfg = replace(run.cfg, dataset=dataset)
-    data = build_datasets(run_cfg, splits, spec, colormap, workers=1, only=name)[name]
+    wanted = {s.image for s in samples}
+    groups = {s.group for s in samples}
+    others: dict[str, list[Path]] = {}
+    for sample in (s for split in splits.values() for s in split):
+        if sample.group in groups and sample.image not in wanted:
+            others.setdefault(sample.group, []).append(sample.image)
     from_logits = run.cfg.model.from_logits
-    run.model.compile(loss=build_loss(run.cfg.loss, dataset.num_classes, from_logits))
-    loss = float(run.model.evaluate(data, verbose=0))
-    predictor = Predictor(run.model, spec, tta=cfg.tta, from_logits=from_logits)
-    summary, rows = evaluate_samples(predictor, samples, dataset.names, colormap, data.group_stats)
-    summary = {
-        "split": name,
-        "checkpoint": run.checkpoint,
-        "loss": loss,
-        "tta": predictor.tta,
-        **summary,
-    }
+    loss = build_loss(run.cfg.loss, dataset.num_classes, from_logits)
+    predictor = Predictor(
+        run.model, spec, cfg.tta, batch_size=cfg.batch_size, from_logits=from_logits
+    )
+    summary, rows = evaluate_samples(
+        predictor, samples, dataset.names, colormap, others, loss, run.cfg.trainer.batch_size
+    )
+    summary = {"split": name, "checkpoint": run.checkpoint, "tta": predictor.tta, **summary}
     if cfg.data.root is not None:
         summary["data_root"] = str(dataset.root)
     elif not run.selected:

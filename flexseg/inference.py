@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,6 @@ from flexseg.config.parse import parse
 from flexseg.config.schema import TTA_MODES, InferConfig
 from flexseg.data.build import colormap_of, read_spec
 from flexseg.data.checks import input_problems
-from flexseg.data.dataset import compute_group_stats
 from flexseg.data.masks import ColorMap, write_palette_png
 from flexseg.data.pairing import list_images
 from flexseg.data.reading import (
@@ -36,10 +37,10 @@ from flexseg.data.reading import (
     to_model_input,
     to_unit,
 )
-from flexseg.data.sources import Sample
 from flexseg.data.splits import group_of
 from flexseg.errors import DataError, PreflightError
 from flexseg.plots import overlay
+from flexseg.progress import progress_bar
 from flexseg.runs import load_run
 
 
@@ -61,15 +62,36 @@ def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
 
 
 @dataclass
+class Job:
+    """One image's model inputs, and how their outputs become its probabilities.
+
+    Args:
+        inputs: (N, h, w, C) model inputs: one for a fitted image, N tiles of a large one.
+        finish: (N, h, w, K) probabilities -> (H, W, K) at the image's original size.
+        fit_mask: (H, W) class ids -> (N, h, w) class ids on the model inputs' pixels.
+    """
+
+    inputs: np.ndarray
+    finish: Callable[[np.ndarray], np.ndarray]
+    fit_mask: Callable[[np.ndarray], np.ndarray]
+    probabilities: np.ndarray | None = None  # (N, h, w, K), filled by the forward passes
+    outputs: np.ndarray | None = None  # (N, h, w, K) the model's own outputs, unflipped
+
+
+@dataclass
 class Predictor:
     """Class probabilities for images of any size from a model of fixed input size.
+
+    `predict_many` puts the model inputs of several images into each forward pass (and the
+    flipped copies of test-time augmentation into the same pass), so the model runs at
+    `batch_size` whatever the images.
 
     Args:
         model: a Keras model with input (H, W, C) and softmax or logits output (.., K).
         spec: how the training data were read (size policy, normalisation, channels).
         tta: `"none"`, or `"flip"` to average with the horizontally flipped prediction.
         overlap: share of a tile that its neighbour overlaps in tiled inference.
-        batch_size: tiles or images per forward pass (bounds memory).
+        batch_size: model inputs per forward pass, flipped copies included (bounds memory).
         from_logits: the model outputs logits.
     """
 
@@ -77,35 +99,17 @@ class Predictor:
     spec: ReadSpec
     tta: str = "none"
     overlap: float = 0.5
-    batch_size: int = 4
+    batch_size: int = 16
     from_logits: bool = False
 
     def __post_init__(self):
         if self.tta not in TTA_MODES:
             raise ValueError(f"`tta` must be one of {TTA_MODES}. Received: tta={self.tta!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={self.batch_size}")
         shape = self.model.input_shape
         self.input_size = (shape[1], shape[2])
         self.channels = shape[3]
-
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
-        """(N, H, W, C) model inputs -> (N, H, W, K) probabilities, flips averaged if set."""
-        outputs = []
-        for start in range(0, len(batch), self.batch_size):
-            chunk = batch[start : start + self.batch_size]
-            probs = self._probabilities(chunk)
-            if self.tta == "flip":
-                flipped = self._probabilities(chunk[:, :, ::-1])
-                probs = 0.5 * (probs + flipped[:, :, ::-1])
-            outputs.append(probs)
-        return np.concatenate(outputs)
-
-    def _probabilities(self, chunk: np.ndarray) -> np.ndarray:
-        out = keras.ops.convert_to_numpy(self.model(np.ascontiguousarray(chunk), training=False))
-        out = out.astype(np.float32)
-        if self.from_logits:
-            out = np.exp(out - out.max(-1, keepdims=True))
-            out /= out.sum(-1, keepdims=True)
-        return out
 
     def predict(self, image: np.ndarray, stats: IntensityStats | None = None) -> np.ndarray:
         """Probabilities (H, W, K) for one raw image (H, W, C) at its original size.
@@ -113,49 +117,118 @@ class Predictor:
         `stats` are the intensity statistics of the image's group for `group_zscore`; without
         them the image's own statistics stand in.
         """
+        job = self.job(image, stats)
+        self.run([job])
+        return job.finish(job.probabilities)
+
+    def predict_many(
+        self, images: Iterable[tuple[np.ndarray, IntensityStats | None]]
+    ) -> Iterator[tuple[np.ndarray, Job]]:
+        """(probabilities (H, W, K), its job) for each (raw image, group statistics), in
+        order, with the inputs of consecutive images batched together."""
+        per_pass = max(self.batch_size // (2 if self.tta == "flip" else 1), 1)
+        waiting: list[Job] = []  # in order; those at the front finish first
+        queued = 0
+        for image, stats in images:
+            job = self.job(image, stats)
+            waiting.append(job)
+            queued += len(job.inputs)
+            if queued >= per_pass:
+                self.run([j for j in waiting if j.probabilities is None])
+                queued = 0
+                while waiting:
+                    done = waiting.pop(0)
+                    yield done.finish(done.probabilities), done
+        self.run(waiting)
+        for job in waiting:
+            yield job.finish(job.probabilities), job
+
+    def run(self, jobs: Sequence[Job]) -> None:
+        """Forward passes of the jobs' inputs, `batch_size` at a time, into the jobs."""
+        if not jobs:
+            return
+        inputs = np.concatenate([job.inputs for job in jobs])
+        per_pass = max(self.batch_size // (2 if self.tta == "flip" else 1), 1)
+        probs, outputs = [], []
+        for start in range(0, len(inputs), per_pass):
+            chunk = inputs[start : start + per_pass]
+            count = len(chunk)
+            if self.tta == "flip":
+                chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
+            out = self._outputs(chunk)
+            p = self._softmax(out) if self.from_logits else out
+            if self.tta == "flip":
+                p = 0.5 * (p[:count] + p[count:, :, ::-1])
+            probs.append(p[:count])
+            outputs.append(out[:count])
+        probs, outputs = np.concatenate(probs), np.concatenate(outputs)
+        at = 0
+        for job in jobs:
+            n = len(job.inputs)
+            job.probabilities, job.outputs = probs[at : at + n], outputs[at : at + n]
+            at += n
+
+    def _outputs(self, batch: np.ndarray) -> np.ndarray:
+        # Compiled (the model's predict function); a short batch is padded to the full size
+        # so that it runs the same program instead of compiling another.
+        count, full = len(batch), self.batch_size
+        if self.input_size[0] is not None and count < full:
+            batch = np.concatenate([batch, np.zeros((full - count, *batch.shape[1:]), batch.dtype)])
+        out = self.model.predict_on_batch(np.ascontiguousarray(batch, np.float32))
+        return keras.ops.convert_to_numpy(out)[:count].astype(np.float32)
+
+    @staticmethod
+    def _softmax(logits: np.ndarray) -> np.ndarray:
+        out = np.exp(logits - logits.max(-1, keepdims=True))
+        return out / out.sum(-1, keepdims=True)
+
+    def job(self, image: np.ndarray, stats: IntensityStats | None = None) -> Job:
+        """The model inputs of one raw image (H, W, C), and how to undo their fitting."""
         image = self._match_channels(image)
         unit, scale = to_unit(image)
         if self.spec.normalize == "group_zscore" and stats is None:
             stats = intensity_stats([unit], self.spec)
         height, width = unit.shape[:2]
         model_h, model_w = self.input_size
+        if model_h is None:  # a model of any size: the image padded to the size multiple
+            model_h, model_w = (
+                math.ceil(size / self.spec.size_multiple) * self.spec.size_multiple
+                for size in (height, width)
+            )
         if self.spec.size_policy == "resize":
             resized = cv2.resize(unit, (model_w, model_h), interpolation=cv2.INTER_LINEAR)
-            resized = resized.reshape(model_h, model_w, -1)
-            x = to_model_input(resized, scale, self.spec, stats)
-            probs = self._forward(x[None])[0]
-            probs = cv2.resize(probs, (width, height), interpolation=cv2.INTER_LINEAR)
-            return probs.reshape(height, width, -1)
-        top, bottom, left, right = padding_to(unit.shape, (model_h, model_w))
-        padded = np.pad(unit, ((top, bottom), (left, right), (0, 0)))
-        x = to_model_input(padded, scale, self.spec, stats)
-        if x.shape[:2] == (model_h, model_w):
-            probs = self._forward(x[None])[0]
-        else:
-            probs = self._tiled(x)
-        return probs[top : top + height, left : left + width]
+            x = to_model_input(resized.reshape(model_h, model_w, -1), scale, self.spec, stats)
 
-    def _tiled(self, x: np.ndarray) -> np.ndarray:
-        """Sliding-window probabilities of a model input larger than the model's size."""
-        model_h, model_w = self.input_size
-        weights = gaussian_weights(model_h, model_w)[..., None]
-        total = None
-        norm = np.zeros(x.shape[:2] + (1,), np.float32)
+            def finish(probs: np.ndarray) -> np.ndarray:
+                back = cv2.resize(probs[0], (width, height), interpolation=cv2.INTER_LINEAR)
+                return back.reshape(height, width, -1)
+
+            def fit_mask(mask: np.ndarray) -> np.ndarray:
+                return cv2.resize(mask, (model_w, model_h), interpolation=cv2.INTER_NEAREST)[None]
+
+            return Job(x[None], finish, fit_mask)
+        top, bottom, left, right = padding_to(unit.shape, (model_h, model_w))
+        pads = ((top, bottom), (left, right))
+        x = to_model_input(np.pad(unit, (*pads, (0, 0))), scale, self.spec, stats)
         corners = [
             (y, xx)
             for y in tile_starts(x.shape[0], model_h, self.overlap)
             for xx in tile_starts(x.shape[1], model_w, self.overlap)
         ]
-        for start in range(0, len(corners), self.batch_size):
-            group = corners[start : start + self.batch_size]
-            tiles = np.stack([x[y : y + model_h, xx : xx + model_w] for y, xx in group])
-            probs = self._forward(tiles)
-            if total is None:
-                total = np.zeros(x.shape[:2] + (probs.shape[-1],), np.float32)
-            for (y, xx), p in zip(group, probs, strict=True):
-                total[y : y + model_h, xx : xx + model_w] += p * weights
-                norm[y : y + model_h, xx : xx + model_w] += weights
-        return total / norm
+        tiles = np.stack([x[y : y + model_h, xx : xx + model_w] for y, xx in corners])
+
+        def finish(probs: np.ndarray) -> np.ndarray:
+            if len(corners) == 1:
+                whole = probs[0]
+            else:
+                whole = blend_tiles(probs, corners, x.shape[:2])
+            return whole[top : top + height, left : left + width]
+
+        def fit_mask(mask: np.ndarray) -> np.ndarray:
+            padded = np.pad(mask, pads)
+            return np.stack([padded[y : y + model_h, xx : xx + model_w] for y, xx in corners])
+
+        return Job(tiles, finish, fit_mask)
 
     def _match_channels(self, image: np.ndarray) -> np.ndarray:
         if image.shape[-1] != self.channels:
@@ -165,6 +238,34 @@ class Predictor:
                 stacklevel=3,
             )
         return convert_channels(image, self.channels)
+
+
+def blend_tiles(
+    probs: np.ndarray, corners: Sequence[tuple[int, int]], shape: tuple[int, int]
+) -> np.ndarray:
+    """Tiles' probabilities (N, h, w, K) at their corners, blended into one (H, W, K) map with
+    weights that favour each tile's centre."""
+    tile_h, tile_w = probs.shape[1:3]
+    weights = gaussian_weights(tile_h, tile_w)[..., None]
+    total = np.zeros((*shape, probs.shape[-1]), np.float32)
+    norm = np.zeros((*shape, 1), np.float32)
+    for (y, x), p in zip(corners, probs, strict=True):
+        total[y : y + tile_h, x : x + tile_w] += p * weights
+        norm[y : y + tile_h, x : x + tile_w] += weights
+    return total / norm
+
+
+def read_ahead(read: Callable, items: Sequence, threads: int = 2, ahead: int = 16) -> Iterator:
+    """`read(item)` for each item, in order, computed up to `ahead` items early in threads
+    (decoding releases the interpreter lock), so reading overlaps the forward passes."""
+    with ThreadPoolExecutor(max(threads, 1)) as pool:
+        futures = deque()
+        for item in items:
+            futures.append(pool.submit(read, item))
+            if len(futures) > ahead:
+                yield futures.popleft().result()
+        while futures:
+            yield futures.popleft().result()
 
 
 def find_inputs(source: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -204,43 +305,102 @@ def predict_files(
     images: Sequence[Path],
     output: str | Path,
     colormap: ColorMap,
-    group_stats: Mapping[str, IntensityStats] | None = None,
     groups: Mapping[Path, str] | None = None,
     overwrite: bool = False,
     save_probabilities: bool = False,
 ) -> list[dict[str, Path]]:
     """Predicts every image and writes its palette mask, overlay and optional probabilities.
 
-    Nothing is written if any target file exists and `overwrite` is False.
+    Each file is read once; with `group_zscore` the images of a group (`groups`, default each
+    image its own) are read together and share the statistics computed from them. Reading,
+    the forward passes and writing overlap. Nothing is written if any target file exists and
+    `overwrite` is False.
 
     Returns:
         The written paths of each image.
     """
     output = Path(output)
-    plan = [output_paths(p, output, save_probabilities) for p in images]
+    plan = {p: output_paths(p, output, save_probabilities) for p in images}
     stems = [p.stem for p in images]
     clashes = sorted({s for s in stems if stems.count(s) > 1})
     if clashes:
         raise DataError(f"several input images share the name(s) {clashes}; rename them.")
-    existing = [str(p) for paths in plan for p in paths.values() if p.exists()]
+    existing = [str(p) for paths in plan.values() for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise DataError(
             f"{len(existing)} prediction file(s) exist already, e.g. {existing[0]}; choose "
             "another output folder or set overwrite=true."
         )
-    for folder in {p.parent for paths in plan for p in paths.values()}:
+    for folder in {p.parent for paths in plan.values() for p in paths.values()}:
         folder.mkdir(parents=True, exist_ok=True)
-    for image_path, paths in zip(images, plan, strict=True):
+
+    def read(path: Path) -> np.ndarray:
         # Converted to the model's channels, with a warning, if need be.
-        raw = read_image(image_path, None, predictor.spec.max_pixels)
-        stats = (group_stats or {}).get((groups or {}).get(image_path, image_path.stem))
-        probs = predictor.predict(raw, stats)
+        return read_image(path, None, predictor.spec.max_pixels)
+
+    def write(paths: dict[str, Path], raw: np.ndarray, probs: np.ndarray) -> None:
         index = probs.argmax(-1).astype(np.uint8)
         write_palette_png(paths["mask"], index, colormap)
         cv2.imwrite(str(paths["overlay"]), cv2.cvtColor(overlay(raw, index), cv2.COLOR_RGB2BGR))
         if save_probabilities:
             np.save(paths["probabilities"], probs.astype(np.float16))
-    return plan
+
+    carried: deque = deque()  # (path, raw image) of each image handed to the predictor
+
+    def feed() -> Iterator[tuple[np.ndarray, IntensityStats | None]]:
+        members = by_group(images, groups or {p: p.stem for p in images})
+        for path, raw, stats in grouped_reads(members, read, predictor.spec):
+            carried.append((path, raw))
+            yield raw, stats
+
+    progress = progress_bar(len(images), "predicting")
+    with ThreadPoolExecutor(1) as writer:
+        pending: deque = deque()
+        for probs, _ in predictor.predict_many(feed()):
+            path, raw = carried.popleft()
+            pending.append(writer.submit(write, plan[path], raw, probs))
+            while len(pending) > 8 or (pending and pending[0].done()):
+                pending.popleft().result()
+            progress.add(1)
+        for future in pending:
+            future.result()
+    return [plan[p] for p in images]
+
+
+def by_group(items: Sequence, groups: Mapping) -> dict[str, list]:
+    """The items of each group, groups in order of their first item."""
+    members: dict[str, list] = {}
+    for item in items:
+        members.setdefault(groups[item], []).append(item)
+    return members
+
+
+def grouped_reads(
+    members: Mapping[str, Sequence],
+    read: Callable,
+    spec: ReadSpec,
+    image_of: Callable = lambda data: data,
+    others: Mapping[str, Sequence[Path]] | None = None,
+) -> Iterator[tuple]:
+    """(item, read(item), its group's intensity statistics or None) for every item.
+
+    Each item is read once. With `group_zscore` the items of a group are read together and
+    the statistics computed from their images (`image_of(data)`) and from the group's
+    `others` (image files of the group that are not predicted); otherwise items stream.
+    """
+    if spec.normalize != "group_zscore":
+        items = [item for group in members.values() for item in group]
+        for item, data in zip(items, read_ahead(read, items), strict=True):
+            yield item, data, None
+        return
+    for group, items in members.items():
+        datas = list(read_ahead(read, items))
+        images = [convert_channels(image_of(d), spec.channels) for d in datas]
+        for path in (others or {}).get(group, []):
+            images.append(read_image(path, spec.channels, spec.max_pixels))
+        stats = intensity_stats((to_unit(image)[0] for image in images), spec)
+        for item, data in zip(items, datas, strict=True):
+            yield item, data, stats
 
 
 def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
@@ -249,7 +409,8 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
     (default `<run_dir>/predictions`).
 
     Images of one group (the dataset's `group_regex` on the file name) share intensity
-    statistics, as in training; `overwrite`, `tta` and `save_probabilities` apply.
+    statistics, as in training; `overwrite`, `tta`, `batch_size` and `save_probabilities`
+    apply.
 
     Args:
         cfg: an `InferConfig`, or a dict of the same keys.
@@ -262,7 +423,7 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
     problems = input_problems(images, spec.max_pixels)
     if problems:
         raise PreflightError(problems, "nothing was predicted")
-    groups = {}
+    groups: dict[Path, str] = {}
     for path in images:
         try:
             groups[path] = (
@@ -270,11 +431,9 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
             )
         except DataError:
             groups[path] = path.stem  # a file of no known group is its own group
-    stats = None
-    if spec.normalize == "group_zscore":
-        samples = [Sample(p, None, groups[p]) for p in images]
-        stats = compute_group_stats(samples, spec)
-    predictor = Predictor(run.model, spec, tta=cfg.tta, from_logits=run.cfg.model.from_logits)
+    predictor = Predictor(
+        run.model, spec, cfg.tta, batch_size=cfg.batch_size, from_logits=run.cfg.model.from_logits
+    )
     colormap = colormap_of(dataset) or ColorMap.default(dataset.num_classes)
     output = Path(cfg.output) if cfg.output else run.run_dir / "predictions"
     return predict_files(
@@ -282,7 +441,6 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
         images,
         output,
         colormap,
-        stats,
         groups,
         overwrite=cfg.overwrite,
         save_probabilities=cfg.save_probabilities,

@@ -49,8 +49,9 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     """The training config a run was started with (its `config.yaml`), typed.
 
     Configs of older flexseg versions are read too: they held the keys of other commands
-    (`RETIRED_KEYS`) and every loss's parameters in one `loss` section, which are dropped, and
-    `trainer.tensorboard`, now `logger.tensorboard`.
+    (`RETIRED_KEYS`) and every loss's parameters in one `loss` section, which are dropped,
+    `trainer.tensorboard`, now `logger.tensorboard`, `trainer.use_multiprocessing` (dropped:
+    loader workers are processes) and a true/false `dataset.cache` (now memory/none).
     """
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
@@ -63,6 +64,11 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     trainer = saved.get("trainer")
     if isinstance(trainer, dict) and "tensorboard" in trainer:  # now logger.tensorboard
         saved.setdefault("logger", {})["tensorboard"] = trainer.pop("tensorboard")
+    if isinstance(trainer, dict):  # loader threads, now always processes
+        trainer.pop("use_multiprocessing", None)
+    dataset = saved.get("dataset")
+    if isinstance(dataset, dict) and isinstance(dataset.get("cache"), bool):  # now a kind
+        dataset["cache"] = "memory" if dataset["cache"] else "none"
     loss = saved.get("loss")
     if isinstance(loss, dict) and "name" in loss:
         known = loss_schema(loss["name"]).__dataclass_fields__

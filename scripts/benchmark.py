@@ -4,6 +4,7 @@
     python scripts/benchmark.py --presets small --backends tensorflow pytorch-baseline
     python scripts/benchmark.py --presets reference --precision mixed_bfloat16   # on a GPU
     python scripts/benchmark.py --rounds 3      # three interleaved rounds, medians: steadier
+    python scripts/benchmark.py --feed /data/lgg-flair-80 --rounds 3   # loader, evaluate, infer
 
 Each (preset, backend) runs in its own process: training images/s (after warm-up, the median
 of `--repeats` windows of `--steps` steps on batches of `--batch-size`), inference images/s,
@@ -14,7 +15,9 @@ channels-last and `torch.compile`; the fastest variant is its record. The loader
 with `augment=light` is measured once per preset. With `--rounds N` every measurement is
 repeated N times, the backends interleaved, and the median round kept. Writes
 `benchmarks/results.json` (a list of records) and `benchmarks/results.md`, with the machine,
-versions and settings.
+versions and settings. `--feed` measures what feeds the model instead
+(`scripts/benchmark_feed.py`): the loader by worker processes and cache, evaluation and
+inference beside the model's own inference, and a cached training's memory.
 """
 
 from __future__ import annotations
@@ -202,7 +205,7 @@ def loader_worker(preset_name: str, args) -> list[dict]:
         f"dataset.image_size=[{size},{size}]",
         "dataset.size_policy=resize",
         "dataset.channels=3",
-        "dataset.cache=false",
+        "dataset.cache=none",
         "augment=light",
         f"trainer.batch_size={args.batch_size}",
         *args.loader_overrides,
@@ -379,9 +382,15 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     parser.add_argument("--no-loader", action="store_true", help="skip the loader measurement")
+    parser.add_argument("--feed", metavar="DATA", help="lgg-flair-80's folder: measure the feed")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.json"))
     parser.add_argument("--worker", choices=["keras", "torch", "loader"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.feed:
+        import benchmark_feed  # beside this script
+
+        benchmark_feed.main(args.feed, args.rounds)
+        return
     if args.jit_compile in ("true", "false"):
         args.jit_compile = args.jit_compile == "true"
 

@@ -42,7 +42,7 @@ def _fresh_keras_state():
 # patients of 6 slices, two to train on (a quarter held out to validate), one to test on.
 TRAINED_RUN = [
     *TINY_RUN,
-    "dataset.cache=false",
+    "dataset.cache=none",
     "dataset.split.groups={train:[p01,p02],test:[p03]}",
     "dataset.split.holdout_fraction=0.25",
     "trainer.epochs=2",

@@ -80,6 +80,7 @@ TINY_RUN = [
     "dataset.image_size=[32,32]",
     "dataset.normalize=zscore",
     "trainer.verbose=0",
+    "trainer.workers=0",  # loads in the test's process: tests of worker processes set more
 ]
 
 # make_flat_dataset's three patients: two to train on, one to validate on, no test split.

@@ -123,3 +123,48 @@ def test_an_unreadable_input_stops_inference_before_any_prediction(trained, tmp_
                "output": str(output)})  # fmt: skip
     assert "broken.png" in str(info.value)
     assert not output.exists()  # nothing was predicted
+
+
+class CountedIdentity(Identity):
+    """Identity that counts its forward passes and the inputs of each."""
+
+    def __init__(self, size):
+        super().__init__(size)
+        self.passes = []
+
+    def predict_on_batch(self, x):
+        self.passes.append(len(x))
+        return super().predict_on_batch(x)
+
+
+@pytest.mark.parametrize("tta", ["none", "flip"])
+def test_batched_prediction_equals_one_image_at_a_time(tta):
+    """Images of every kind (padded, tiled, exact) share forward passes of `batch_size`
+    inputs, flipped copies included, and get the same probabilities as one at a time."""
+    rng = np.random.default_rng(2)
+    shapes = [(16, 16), (10, 13), (40, 27), (16, 16), (12, 9), (16, 16), (7, 16)]
+    images = [rng.uniform(0, 1, (*shape, 1)).astype(np.float32) for shape in shapes]
+    model = CountedIdentity((16, 16))
+    predictor = Predictor(model, ReadSpec(normalize="scale01"), tta=tta, batch_size=8)
+    alone = [predictor.predict(image) for image in images]
+    model.passes.clear()
+    together = list(predictor.predict_many((image, None) for image in images))
+    for (probs, job), one, image in zip(together, alone, images, strict=True):
+        np.testing.assert_allclose(probs, one, atol=1e-6)
+        assert job.outputs.shape[0] == job.inputs.shape[0]
+        np.testing.assert_allclose(probs[..., 1], image[..., 0], atol=1e-5)
+    inputs = sum(len(job.inputs) for _, job in together)  # 6 images + 6 tiles of the large one
+    assert model.passes == [8] * len(model.passes)  # every pass full: a short one is padded
+    per_pass = 4 if tta == "flip" else 8
+    assert len(model.passes) == -(-inputs // per_pass)
+
+
+def test_progress_shows_on_a_terminal_only(trained, tmp_path, capsys, monkeypatch):
+    root, run_dir, _ = trained
+    cfg = {"run_dir": str(run_dir), "input": str(root / "images"), "output": str(tmp_path / "a")}
+    infer(cfg)
+    assert capsys.readouterr().out == ""  # a log file or a cluster job gets no bar
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    infer({**cfg, "output": str(tmp_path / "b")})
+    shown = capsys.readouterr().out
+    assert "predicting: 18 images" in shown and "18/18" in shown

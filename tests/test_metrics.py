@@ -3,6 +3,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from flexseg.metrics import (
     ConfusionMetric,
@@ -98,6 +99,22 @@ def test_hd95_of_a_shifted_square_and_empty_cases():
     assert hd95(truth, truth) == 0.0
     assert hd95(np.zeros_like(truth), np.zeros_like(truth)) == 0.0
     assert np.isnan(hd95(truth, np.zeros_like(truth)))
+
+
+def test_hd95_of_a_small_lesion_in_a_large_volume_is_exact():
+    """Distances are computed in the box around both masks: the same as in the whole volume."""
+    rng = np.random.default_rng(0)
+    truth = np.zeros((6, 200, 200), bool)
+    truth[2:4, 50:58, 120:131] = rng.random((2, 8, 11)) < 0.8
+    pred = np.zeros_like(truth)
+    pred[1:4, 52:61, 118:128] = rng.random((3, 9, 10)) < 0.8
+    pred[5, 199, 0] = True  # a far false positive at the volume's edge
+    bt = truth & ~ndimage.binary_erosion(truth, border_value=0)
+    bp = pred & ~ndimage.binary_erosion(pred, border_value=0)
+    whole = np.concatenate(
+        [ndimage.distance_transform_edt(~bt)[bp], ndimage.distance_transform_edt(~bp)[bt]]
+    )
+    assert hd95(truth, pred) == pytest.approx(np.percentile(whole, 95))
 
 
 def test_bad_metric_arguments():

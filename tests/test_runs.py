@@ -25,14 +25,16 @@ def test_a_run_loads_with_its_selected_checkpoint(trained):
 def test_the_config_of_an_older_run_is_read(trained, tmp_path):
     """Runs written before each command had its own config held every command's keys and
     every loss's parameters in one section; before the logger section, the trainer's
-    `tensorboard` switch."""
+    `tensorboard` switch; before loader processes, `use_multiprocessing` and a true/false
+    cache."""
     _, run_dir, _ = trained
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     saved = yaml.safe_load((copy / "config.yaml").read_text())
     older = {
         **{k: v for k, v in saved.items() if k != "logger"},
-        "trainer": {**saved["trainer"], "tensorboard": True},
+        "trainer": {**saved["trainer"], "tensorboard": True, "use_multiprocessing": False},
+        "dataset": {**saved["dataset"], "cache": False},
         "loss": {**saved["loss"], "gamma": 2.0, "alpha": 0.3, "beta": 0.7},
         "run_dir": None, "input": None, "output": None, "overwrite": False, "tta": "none",
         "save_probabilities": False, "split": "test", "checkpoint": None, "preview_samples": 16,

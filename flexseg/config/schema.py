@@ -37,6 +37,7 @@ DISTRIBUTIONS = ("none", "data_parallel", "auto")
 CHECKPOINTS = ("best", "last")
 RESUMES = ("never", "auto")
 TTA_MODES = ("none", "flip")
+CACHE_KINDS = ("none", "memory", "disk")
 EXPORT_FORMATS = ("onnx", "tf_saved_model", "litert", "torch")
 
 # The models a config can name, by their option in flexseg/conf/model/; `_target_` picks the class.
@@ -117,7 +118,10 @@ class DatasetConfig(Section):
         "[low, high], 0 <= low < high <= 100",
     )
     ignore_zero: bool = True  # z-score statistics over non-zero pixels only
-    cache: bool = False  # keep decoded images in memory
+    # decode and size every sample once: none | memory (shared by the loader processes, for
+    # one run) | disk (a folder under cache_dir, reused while the files and settings stay)
+    cache: str = choice("none", CACHE_KINDS)
+    cache_dir: str | None = None  # the disk cache's parent folder; None: ~/.cache/flexseg/data
     # Files whose header declares more pixels are refused before decoding (2**28: 16k x 16k).
     max_pixels: int = rule(2**28, lambda n: n >= 1, ">= 1")
 
@@ -174,8 +178,12 @@ class TrainerConfig(Section):
     foreground_fraction: float | None = rule(None, _fraction(True, False), "in (0, 1] or null")
     select_checkpoint: str = choice("best", CHECKPOINTS)  # what evaluate / infer use
     preview_images: int = 6  # fixed validation images predicted after every epoch
-    workers: int = 1
-    use_multiprocessing: bool = False
+    # loader worker processes: auto (the cores this process may use, minus one) or a count;
+    # 0 loads in the training process
+    workers: Any = rule(
+        "auto", lambda v: v == "auto" or (type(v) is int and v >= 0), "auto or an integer >= 0"
+    )
+    prefetch: int = rule(2, lambda n: n >= 1, ">= 1")  # batches each worker keeps ready
     jit_compile: Any = rule(
         "auto", lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"
     )
@@ -347,6 +355,7 @@ class EvaluateConfig(Section):
     data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
     checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
     tta: str = choice("none", TTA_MODES)
+    batch_size: int = rule(16, lambda n: n >= 1, ">= 1")  # model inputs per pass, flips included
     compile_cache: str = _compile_cache()
 
 
@@ -359,6 +368,7 @@ class InferConfig(Section):
     output: str | None = None  # default: <run_dir>/predictions
     overwrite: bool = False
     tta: str = choice("none", TTA_MODES)
+    batch_size: int = rule(16, lambda n: n >= 1, ">= 1")  # model inputs per pass, flips included
     save_probabilities: bool = False
     checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
     compile_cache: str = _compile_cache()

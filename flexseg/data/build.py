@@ -10,6 +10,7 @@ from flexseg.data.masks import ColorMap
 from flexseg.data.reading import ReadSpec
 from flexseg.data.sources import Sample, find_samples
 from flexseg.data.transforms import build_augmentation
+from flexseg.data.workers import LoaderPool, resolve_workers
 from flexseg.errors import ConfigError
 
 
@@ -46,7 +47,7 @@ def build_datasets(
     splits: Mapping[str, list[Sample]] | None = None,
     spec: ReadSpec | None = None,
     colormap: ColorMap | None = None,
-    workers: int | None = None,
+    workers: int | str | None = None,
     only: str | None = None,
 ) -> dict[str, SegmentationDataset]:
     """Train, valid and test datasets of a config; only the training set is augmented.
@@ -55,7 +56,7 @@ def build_datasets(
         cfg: the training config (`dataset`, `model`, `trainer`, `augment`, `seed`).
         splits: samples per split, found from the config when None.
         spec, colormap: the dataset's reading and colour map, made from the config when None.
-        workers: loader workers; `trainer.workers` when None.
+        workers: loader worker processes, shared by the splits; `trainer.workers` when None.
         only: build just this split (intensity statistics still come from every split).
 
     Returns:
@@ -68,6 +69,8 @@ def build_datasets(
     stats = None
     if spec.normalize == "group_zscore":
         stats = compute_group_stats([s for v in splits.values() for s in v], spec)
+    workers = resolve_workers(trainer.workers if workers is None else workers)
+    pool = LoaderPool(workers, trainer.prefetch) if workers else None
     result = {}
     for split, samples in splits.items():
         if not samples or only not in (None, split):
@@ -87,8 +90,10 @@ def build_datasets(
             drop_remainder=training and trainer.drop_remainder,
             foreground_fraction=trainer.foreground_fraction if training else None,
             cache=dataset.cache,
+            cache_dir=dataset.cache_dir,
             group_stats=stats,
-            workers=trainer.workers if workers is None else workers,
-            use_multiprocessing=trainer.use_multiprocessing,
+            workers=workers,
+            pool=pool,
+            name=split,
         )
     return result

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from flexseg.config.schema import DatasetConfig
-from flexseg.data.dataset import read_pair
+from flexseg.data.batches import read_pair
 from flexseg.data.masks import ColorMap
 from flexseg.data.reading import ReadSpec, read_image
 from flexseg.data.sources import Sample, find_samples
 from flexseg.errors import ConfigError, DataError
+from flexseg.progress import progress_bar
 
 
 def scan_samples(
@@ -32,13 +33,17 @@ def scan_samples(
 
     def read(sample: Sample):
         try:
-            _, mask, _ = read_pair(sample, num_classes, spec, colormap)
+            _, mask = read_pair(sample, num_classes, spec, colormap)
         except DataError as error:
             return str(error)
         return np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
 
+    progress = progress_bar(len(samples), "checking")
+    results = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = list(pool.map(read, samples))
+        for result in pool.map(read, samples):
+            results.append(result)
+            progress.add(1)
     problems = [r for r in results if isinstance(r, str)]
     counts = [r for r in results if not isinstance(r, str)]
     facts = {

@@ -185,19 +185,28 @@ class ColorMap:
             The index mask (H, W) uint8 (unknown pixels go to the nearest colour too) and a
             report of blended pixels and unknown colours.
         """
-        if mask.ndim == 2:
-            mask = np.repeat(mask[..., None], 3, axis=-1)
-        flat = mask.reshape(-1, 3).astype(np.int64)
-        keys = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
-        unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-        colors = np.stack([(unique >> 16) & 255, (unique >> 8) & 255, unique & 255], -1)
+        if mask.ndim == 2 and mask.dtype == np.uint8:  # gray: 256 colours, counted unsorted
+            every = np.bincount(mask.ravel(), minlength=256)
+            unique = np.flatnonzero(every)
+            counts = every[unique]
+            position = np.zeros(256, np.int64)
+            position[unique] = np.arange(len(unique))
+            inverse = position[mask.ravel()]
+            colors = np.repeat(unique[:, None], 3, axis=-1)
+        else:
+            if mask.ndim == 2:
+                mask = np.repeat(mask[..., None], 3, axis=-1)
+            flat = mask.reshape(-1, 3).astype(np.int64)
+            keys = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
+            unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+            colors = np.stack([(unique >> 16) & 255, (unique >> 8) & 255, unique & 255], -1)
         distance = np.linalg.norm(colors[:, None, :] - self._colors[None], axis=-1)  # (U, K)
         ids = distance.argmin(axis=1)
         exact = distance.min(axis=1) == 0
         noise = ~exact & (distance.min(axis=1) <= self.tolerance)  # next to one map colour
         blend_distance, pairs = self._blend_distance(colors.astype(np.float64))
         blend = ~exact & ~noise & (blend_distance <= self.tolerance)
-        report = MaskReport(pixels=int(flat.shape[0]))
+        report = MaskReport(pixels=int(mask.shape[0] * mask.shape[1]))
         report.blended_pixels = int(counts[noise | blend].sum())
         unknown = ~exact & ~noise & ~blend
         if unknown.any():

@@ -61,6 +61,9 @@ class Plan:
             f"training    {trainer.epochs} epochs of {len(self.datasets['train'])} batches of "
             f"{trainer.batch_size}, learning rate {trainer.learning_rate:g}"
         )
+        lines.append(f"loader      {f['loader']}")
+        for split, cache in f["cache"].items():
+            lines.append(f"cache       {split}: {cache}")
         lines.append(f"output      {f['run_dir']}")
         lines += [f"note        {note}" for note in f["notes"]]
         return "\n".join(lines)
@@ -124,9 +127,23 @@ def make_plan(
             n: float(p / total) for n, p in zip(dataset.names, pixels, strict=True)
         },
         "run_dir": str(run_dir) if run_dir else f"outputs/{dataset.name}/<start time>/",
+        "loader": loader_text(cfg, datasets),
+        "cache": {k: d.cache.describe() for k, d in datasets.items() if d.cache is not None},
         "notes": channel_notes(splits, spec),
     }
     return Plan(cfg, splits, datasets, model, loss, facts)
+
+
+def loader_text(cfg: TrainConfig, datasets: dict[str, SegmentationDataset]) -> str:
+    """Where batches are made: the worker processes, or the training process."""
+    pool = datasets["train"].pool
+    setting = f"trainer.workers={cfg.trainer.workers}"
+    if pool is None:
+        return f"in the training process ({setting})"
+    plural = "es" if pool.workers > 1 else ""
+    return (
+        f"{pool.workers} worker process{plural} ({setting}), up to {pool.depth} batches in flight"
+    )
 
 
 def config_problems(cfg: TrainConfig) -> list[str]:

@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import gc
+import os
+import re
+import signal
+
 import numpy as np
 import pytest
 
 from flexseg.data import ReadSpec, SegmentationDataset, build_augmentation, find_samples
-from flexseg.errors import DataError
+from flexseg.data.workers import resolve_workers
+from flexseg.errors import ConfigError, DataError
 from tests.helpers import dataset_config, make_flat_dataset, write_png
 
 SPLIT = {"groups": {"train": ["p01", "p02"], "test": ["p03"]}}
@@ -105,13 +111,73 @@ def test_group_zscore_uses_each_groups_statistics(tmp_path):
         assert abs(picked.mean()) < 0.1 and abs(picked.std() - 1) < 0.1
 
 
-def test_cache_serves_the_same_data(samples):
-    spec = ReadSpec(size_multiple=4)
-    plain = SegmentationDataset(samples["test"], 2, 5, spec)
-    cached = SegmentationDataset(samples["test"], 2, 5, spec, cache=True)
-    for _ in range(2):
-        np.testing.assert_array_equal(plain[0][0], cached[0][0])
-    assert len(cached._cache) == 5
+def test_memory_and_disk_caches_serve_the_same_augmented_batches(samples, tmp_path):
+    aug = build_augmentation([{"name": "Affine", "rotate": [-30, 30], "p": 1.0}])
+    args = dict(spec=ReadSpec(size_multiple=4), augment=aug, shuffle=True, seed=2)
+    plain = SegmentationDataset(samples["train"], 2, 4, **args)
+    memory = SegmentationDataset(samples["train"], 2, 4, cache="memory", **args)
+    disk = SegmentationDataset(
+        samples["train"], 2, 4, cache="disk", cache_dir=tmp_path / "cache", **args
+    )
+    for ds in (plain, memory, disk):
+        ds.on_epoch_end()
+    for i in range(len(plain)):
+        for a, b, c in zip(plain[i], memory[i], disk[i], strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(a, c)
+    assert not disk.cache.reused and memory.cache.folder.is_dir()
+    assert memory.cache.nbytes >= 10 * 32 * 28  # ten padded images and masks
+    folder = memory.cache.folder
+    del memory, args
+    gc.collect()
+    assert not folder.exists()  # the shared memory is freed with its dataset
+
+
+def test_a_disk_cache_is_reused_until_a_file_or_setting_changes(samples, tmp_path):
+    def cached(spec):
+        return SegmentationDataset(
+            samples["test"], 2, 5, spec, cache="disk", cache_dir=tmp_path
+        ).cache
+
+    first = cached(ReadSpec(size_multiple=4))
+    again = cached(ReadSpec(size_multiple=4))
+    assert again.reused and again.folder == first.folder
+    other_setting = cached(ReadSpec(size_multiple=8))
+    assert not other_setting.reused and other_setting.folder != first.folder
+    image = samples["test"][0].image
+    write_png(image, np.full((30, 28), 7, np.uint8))
+    os.utime(image, ns=(1, 1))  # another size or time: another file
+    changed = cached(ReadSpec(size_multiple=4))
+    assert not changed.reused and changed.folder != first.folder
+    assert changed.get(0)[0].max() == 7  # the new file, not the cached one
+
+
+def test_worker_processes_name_a_file_damaged_after_the_start(samples):
+    ds = SegmentationDataset(samples["test"], 2, 1, ReadSpec(size_multiple=4), workers=1)
+    ds[0]  # the worker runs
+    victim = ds.samples[3].image
+    victim.write_bytes(victim.read_bytes()[:40])
+    with pytest.raises(DataError, match=re.escape(str(victim))):
+        ds[3]
+    assert ds.read_error is not None
+
+
+def test_a_killed_worker_process_stops_the_loader_with_its_reason(samples):
+    ds = SegmentationDataset(samples["test"], 2, 1, ReadSpec(size_multiple=4), workers=1)
+    ds[0]
+    os.kill(ds.pool._processes[0].pid, signal.SIGKILL)
+    with pytest.raises(DataError, match="loader worker 1 of 1 stopped with signal SIGKILL"):
+        for epoch in range(3):  # until the batches queued before the kill are used up
+            ds.epoch = epoch
+            for i in range(len(ds)):
+                ds[i]
+
+
+def test_workers_auto_leaves_one_core_to_training(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert resolve_workers("auto") == 3 and resolve_workers(0) == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert resolve_workers("auto") == 0  # one core: load in the training process
 
 
 def test_image_and_mask_of_different_sizes(tmp_path):
@@ -120,3 +186,15 @@ def test_image_and_mask_of_different_sizes(tmp_path):
     found = find_samples(dataset_config(tmp_path, split={"fractions": {"train": 1}}), seed=0)
     with pytest.raises(DataError, match=r"p01_a.png is 8x8 but its mask .* is 6x8"):
         SegmentationDataset(found["train"], 2, 1, ReadSpec())[0]
+
+
+def test_too_little_shared_memory_is_one_clear_error(samples, monkeypatch):
+    class Full:
+        f_bavail, f_frsize = 10, 4096  # 40 KiB free everywhere
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Full)
+    ds = SegmentationDataset(samples["test"], 2, 4, ReadSpec(image_size=(256, 256)), workers=1)
+    with pytest.raises(ConfigError, match=r"needs 6.0 MiB of shared memory .* free.* --shm-size"):
+        ds[0]
+    with pytest.raises(ConfigError, match="for its cache"):
+        SegmentationDataset(samples["test"], 2, 4, ReadSpec(image_size=(512, 512)), cache="memory")

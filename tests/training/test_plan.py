@@ -19,7 +19,7 @@ from tests.helpers import TINY_RUN, make_flat_dataset, write_png
 
 BASE = [
     *TINY_RUN,
-    "dataset.cache=false",
+    "dataset.cache=none",
     "dataset.split.groups={train:[p01,p02],test:[p03]}",
     "dataset.split.holdout_fraction=0.0",
     "trainer.epochs=1",
@@ -158,6 +158,20 @@ def test_a_clean_config_passes_and_plans_with_what_training_uses(dataset):
     assert f"{plan.model.count_params():,} parameters" in text
     assert plan.loss.name == "focal" and plan.model.input_shape == (None, 32, 32, 1)
     assert set(plan.datasets) == {"train", "test"} and plan.datasets["train"].augment is None
+    assert "loader      in the training process (trainer.workers=0)" in text
+
+
+def test_the_plan_says_where_the_cache_is_and_how_the_loader_runs(dataset, tmp_path):
+    overrides = ["dataset.cache=disk", f"dataset.cache_dir={tmp_path}", "trainer.workers=2"]
+    plan = make_plan(load_config([f"dataset.root={dataset}", *BASE, *overrides]))
+    text = plan.describe()
+    assert "2 worker processes (trainer.workers=2), up to 4 batches in flight" in text
+    train, test = plan.datasets["train"], plan.datasets["test"]
+    assert train.pool is test.pool  # one set of processes for every split
+    assert f"cache       train: disk, 0 MiB in {train.cache.folder} (built in" in text
+    assert train.cache.folder.parent == tmp_path and train.cache.folder != test.cache.folder
+    again = make_plan(load_config([f"dataset.root={dataset}", *BASE, *overrides]))
+    assert f"cache       test: disk, 0 MiB in {test.cache.folder} (reused)" in again.describe()
 
 
 def test_without_an_image_size_each_image_is_padded_to_the_model_multiple(dataset):

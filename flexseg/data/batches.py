@@ -1,0 +1,211 @@
+"""Batches: what one batch of an epoch holds, as a function of the seed, epoch and index.
+
+The work of the loader, kept free of Keras and of any framework so that loader worker
+processes import only numpy, OpenCV and albumentations (`flexseg.data.workers`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from flexseg.data.cache import SampleCache
+from flexseg.data.masks import ColorMap, decode_mask
+from flexseg.data.reading import (
+    IntensityStats,
+    ReadSpec,
+    fit_size,
+    read_image,
+    to_model_input,
+    to_unit,
+)
+from flexseg.data.sources import Sample
+from flexseg.errors import DataError
+
+if TYPE_CHECKING:
+    import albumentations as A
+
+# Seeds of an epoch's shuffle and of each sample's augmentation are derived from the dataset
+# seed with numpy's SeedSequence, so they are the same on every backend and for any number
+# of workers.
+_SHUFFLE, _AUGMENT = 0, 1
+
+
+class Batches:
+    """The batches of a list of samples: order, reading, augmentation, one-hot masks.
+
+    `batch(epoch, index)` depends only on its arguments and the constructor's, so any process
+    computes the same batch (see `SegmentationDataset` for the arguments).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        num_classes: int,
+        batch_size: int,
+        spec: ReadSpec,
+        colormap: ColorMap | None = None,
+        augment: A.Compose | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_remainder: bool = False,
+        foreground_fraction: float | None = None,
+        group_stats: dict[str, IntensityStats] | None = None,
+        cache: SampleCache | None = None,
+    ):
+        if not samples:
+            raise DataError("the dataset has no samples; check the dataset path and split.")
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+        self.samples = list(samples)
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.spec = spec
+        self.colormap = colormap
+        self.augment = augment
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_remainder = drop_remainder
+        self.group_stats = group_stats or {}
+        self.cache = cache
+        self._with_fg = self._empty = None
+        if foreground_fraction is not None and shuffle:
+            self._split_by_foreground(foreground_fraction)
+        if drop_remainder and self.epoch_size < batch_size:
+            raise DataError(
+                f"an epoch of {self.epoch_size} samples makes no full batch of {batch_size}; "
+                "lower trainer.batch_size."
+            )
+
+    @property
+    def epoch_size(self) -> int:
+        """Samples one epoch serves (before a dropped remainder)."""
+        if self._with_fg is None:
+            return len(self.samples)
+        return len(self._with_fg) + self._empty_per_epoch
+
+    def __len__(self) -> int:
+        if self.drop_remainder:
+            return self.epoch_size // self.batch_size
+        return math.ceil(self.epoch_size / self.batch_size)
+
+    def batch_nbytes(self) -> int | None:
+        """Bytes of the largest batch, or None when images differ in size."""
+        if self.spec.image_size is None:
+            return None
+        height, width = self.spec.image_size
+        return self.batch_size * height * width * (self.spec.channels + self.num_classes) * 4
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Indices of the samples in the order epoch `epoch` serves them."""
+        if not self.shuffle:
+            return np.arange(len(self.samples))
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, _SHUFFLE, epoch]))
+        if self._with_fg is None:
+            return rng.permutation(len(self.samples))
+        empty = rng.choice(self._empty, self._empty_per_epoch, replace=False)
+        return rng.permutation(np.concatenate([self._with_fg, empty]))
+
+    def _split_by_foreground(self, fraction: float) -> None:
+        if not 0 < fraction <= 1:
+            raise DataError(
+                f"foreground_fraction must be in (0, 1]. Received: foreground_fraction={fraction}"
+            )
+        if self.cache is not None:
+            has_fg = np.array([self.cache.get(i)[1].any() for i in range(len(self.samples))])
+        else:
+            has_fg = np.array(
+                [
+                    decode_mask(s.mask, self.num_classes, self.colormap, self.spec.max_pixels)[
+                        0
+                    ].any()
+                    for s in self.samples
+                ]
+            )
+        self._with_fg, self._empty = np.flatnonzero(has_fg), np.flatnonzero(~has_fg)
+        if not len(self._with_fg):
+            raise DataError(
+                "foreground_fraction is set but no training mask has foreground; check the "
+                "masks or set trainer.foreground_fraction=null."
+            )
+        wanted = round(len(self._with_fg) * (1 - fraction) / fraction)
+        self._empty_per_epoch = min(wanted, len(self._empty))
+
+    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch `index` of epoch `epoch`: images (B, H, W, C) and one-hot masks (B, H, W, K).
+
+        Raises:
+            IndexError: `index` is not a batch of an epoch.
+            DataError: naming a file that cannot be read.
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of a dataset of {len(self)} batches")
+        chosen = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        images, masks = zip(*(self.load(int(i), epoch) for i in chosen), strict=True)
+        images = np.stack(images)  # (B, H, W, C)
+        masks = np.stack(masks)  # (B, H, W)
+        return images, np.eye(self.num_classes, dtype=np.float32)[masks]  # (B, H, W, K)
+
+    def load(self, i: int, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Sample `i` as (image (H, W, C) float32, mask (H, W) uint8), augmented if set."""
+        raw, mask = self.read(i)
+        image, scale = to_unit(raw)
+        if self.augment is not None:
+            # Seeded per sample: the same result in any process, in any order.
+            self.augment.set_random_seed(
+                int(np.random.SeedSequence([self.seed, _AUGMENT, epoch, i]).generate_state(1)[0])
+            )
+            out = self.augment(image=image, mask=mask)
+            if out["mask"].shape != mask.shape:
+                raise DataError(
+                    f"the augmentation turned {self.samples[i].image} from {mask.shape} into "
+                    f"{out['mask'].shape} (height, width); a transform that changes the size "
+                    "(e.g. RandomRotate90 on non-square images or a crop) breaks batching."
+                )
+            image, mask = out["image"], out["mask"]
+            if image.ndim == 2:
+                image = image[..., None]
+        stats = self.group_stats.get(self.samples[i].group)
+        return to_model_input(image, scale, self.spec, stats), mask
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample `i` decoded and sized: (image (H, W, C) in its file's type, mask (H, W))."""
+        if self.cache is not None:
+            return self.cache.get(i)
+        return read_pair(self.samples[i], self.num_classes, self.spec, self.colormap)
+
+
+def read_pair(
+    sample: Sample, num_classes: int, spec: ReadSpec, colormap: ColorMap | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's raw image and class-id mask, sized by `spec`.
+
+    Raises:
+        DataError: naming the file: unreadable, unknown mask colours, a class id beyond
+            `num_classes`, image and mask of different sizes, or too large to pad.
+    """
+    raw = read_image(sample.image, spec.channels, spec.max_pixels)
+    mask, report = decode_mask(sample.mask, num_classes, colormap, spec.max_pixels)
+    if report.unknown:
+        colors = ", ".join(f"{list(c)} ({n} pixels)" for c, n in report.unknown.items())
+        raise DataError(
+            f"mask {sample.mask} has colours that are not in dataset.rgb_map: {colors}; add "
+            "them to the map or raise dataset.color_tolerance."
+        )
+    if report.misplaced_files:
+        raise DataError(f"mask {sample.mask} has {report.misplaced_files[str(sample.mask)]}")
+    if raw.shape[:2] != mask.shape:
+        raise DataError(
+            f"image {sample.image} is {raw.shape[1]}x{raw.shape[0]} but its mask "
+            f"{sample.mask} is {mask.shape[1]}x{mask.shape[0]} (width x height); they must "
+            "match."
+        )
+    if mask.max(initial=0) >= num_classes:
+        raise DataError(
+            f"mask {sample.mask} holds class id {int(mask.max())} but num_classes is "
+            f"{num_classes}; fix dataset.num_classes or the mask."
+        )
+    return fit_size(raw, mask, spec, f"image {sample.image}")
