@@ -4,7 +4,7 @@ the model's own inference speed, and the memory of a cached two-worker training;
     python scripts/benchmark.py --feed /path/to/lgg-flair-80 [--rounds 3]
 
 Every figure is the median of `--rounds` interleaved rounds. Writes benchmarks/feed.json and
-prints a markdown table.
+benchmarks/feed.md.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def loader_rates(data: Path, rounds: int, batches: int) -> list[dict]:
     """Loader images/s: 128 and 256 pixels, uncached and cached, 0 (the main process), 1, 2
-    and `auto` worker processes, light augmentation, lgg's group z-scoring."""
+    and `auto` worker processes, light augmentation, lgg's group z-scoring. The loaders of
+    one size and cache run side by side, their timed windows alternating round by round."""
     from flexseg.config.compose import load_config
     from flexseg.data.build import colormap_of, read_spec
     from flexseg.data.dataset import SegmentationDataset, compute_group_stats
@@ -40,30 +41,50 @@ def loader_rates(data: Path, rounds: int, batches: int) -> list[dict]:
     cache_dir = Path(tempfile.mkdtemp(prefix="flexseg-bench-cache-"))
     counts = sorted({0, 1, 2, resolve_workers("auto")})
     rates: dict[tuple, list[float]] = {}
-    for round_ in range(rounds):
-        for size in (128, 256):
-            spec = read_spec(dataclasses.replace(cfg.dataset, image_size=[size, size]), 16)
-            for cache in ("none", "disk"):
-                for workers in counts:
-                    ds = SegmentationDataset(
-                        every, 2, 16, spec, colormap_of(cfg.dataset),
-                        build_augmentation(cfg.augment.transforms, (size, size)),
-                        shuffle=True, seed=round_, group_stats=stats, cache=cache,
-                        cache_dir=cache_dir, workers=workers,
-                    )  # fmt: skip
-                    ds[0]  # the worker processes start, the cache is built (first round)
-                    time.sleep(5)  # every worker has started, its queue is full
-                    skip = 1 + (ds.pool.depth if ds.pool else 0)
-                    for i in range(1, skip):  # the batches made while waiting
-                        ds[i]
-                    start = time.perf_counter()
-                    images = sum(len(ds[i][0]) for i in range(skip, skip + batches))
+    for size in (128, 256):
+        spec = read_spec(dataclasses.replace(cfg.dataset, image_size=[size, size]), 16)
+        augment = build_augmentation(cfg.augment.transforms, (size, size))
+        for cache in ("none", "disk"):
+            loaders = {
+                workers: SegmentationDataset(
+                    every,
+                    2,
+                    16,
+                    spec,
+                    colormap_of(cfg.dataset),
+                    augment,
+                    shuffle=True,
+                    group_stats=stats,
+                    cache=cache,
+                    cache_dir=cache_dir,
+                    workers=workers,
+                )  # fmt: skip
+                for workers in counts
+            }
+            at = {}
+            for ds in loaders.values():
+                ds[0]  # the worker processes start
+            time.sleep(5)  # every worker has started, its queue is full
+            for workers, ds in loaders.items():
+                at[workers] = 1 + (ds.pool.depth if ds.pool else 0)
+                for i in range(1, at[workers]):  # the batches made while waiting
+                    ds[i]
+            for round_ in range(rounds):
+                for workers, ds in loaders.items():
+                    start, images = time.perf_counter(), 0
+                    for _ in range(batches):
+                        if at[workers] == len(ds):
+                            ds.on_epoch_end()
+                            at[workers] = 0
+                        images += len(ds[at[workers]][0])
+                        at[workers] += 1
                     rate = images / (time.perf_counter() - start)
                     rates.setdefault((size, cache, workers), []).append(rate)
                     print(f"round {round_ + 1} loader {size} {cache:<4} workers={workers} "
                           f"{rate:7.1f} img/s", flush=True)  # fmt: skip
-                    if ds.pool is not None:
-                        ds.pool.close()
+            for ds in loaders.values():
+                if ds.pool is not None:
+                    ds.pool.close()
     return [
         {"size": size, "cache": cache, "workers": workers, "img_s": statistics.median(r)}
         for (size, cache, workers), r in rates.items()
@@ -191,6 +212,7 @@ def main(data: str, rounds: int = 3, batches: int = 40) -> None:
     out = ROOT / "benchmarks" / "feed.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
+    out.with_suffix(".md").write_text(markdown(results) + "\n")
     print(markdown(results))
 
 

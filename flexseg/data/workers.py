@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+import cv2
 import numpy as np
 
 from flexseg.data.cache import scratch_dir
@@ -215,6 +216,9 @@ def _serve(
     # batches are numpy arrays, so a worker spares itself that import (~250 MiB, 2.5 s).
     sys.modules.setdefault("torch", None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle
+    # One thread each: the workers are the parallelism, and OpenCV's own threads would take
+    # cores from the other workers and from training.
+    cv2.setNumThreads(1)
     results.cancel_join_thread()  # an orphaned worker exits without waiting for a reader
     makers: Mapping[str, Any] = pickle.loads(blob)
     slots = np.memmap(path, np.uint8, "r+") if path else None
