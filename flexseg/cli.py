@@ -113,10 +113,14 @@ def stats(cfg: StatsConfig, run_dir: Path) -> None:
 @command("preview_augment")
 def preview_augment(cfg: PreviewAugmentConfig, run_dir: Path) -> None:
     """`flexseg-preview-augment`: a grid of augmented training images with their masks."""
+    from dataclasses import replace
+
     from flexseg.data.build import build_datasets
     from flexseg.data.preview import save_augmentation_grid
 
-    train_data = build_datasets(cfg, only="train")["train"]
+    # A few samples are shown: no cache of the whole split is built for them.
+    uncached = replace(cfg, dataset=replace(cfg.dataset, cache="none"))
+    train_data = build_datasets(uncached, only="train")["train"]
     path = save_augmentation_grid(train_data, run_dir / "augmentation.png", cfg.preview_samples)
     print(f"augment={cfg.augment.name}: wrote {path}")
 

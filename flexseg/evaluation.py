@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,9 +24,9 @@ from flexseg.data.build import colormap_of, read_spec
 from flexseg.data.checks import scan_samples
 from flexseg.data.masks import ColorMap, decode_mask
 from flexseg.data.reading import read_image
-from flexseg.data.sources import Sample, find_samples, folder_samples, natural_key
+from flexseg.data.sources import Sample, by_group, find_samples, folder_samples, natural_key
 from flexseg.errors import ConfigError, DataError, PreflightError
-from flexseg.inference import Predictor, by_group, grouped_reads
+from flexseg.inference import Predictor, grouped_reads
 from flexseg.losses import build_loss
 from flexseg.metrics import counts_np, dice_np, hd95, iou_np
 from flexseg.progress import progress_bar
@@ -84,20 +83,13 @@ def evaluate_samples(
         truth, _ = decode_mask(sample.mask, num_classes, colormap, spec.max_pixels)
         return read_image(sample.image, spec.channels, spec.max_pixels), truth
 
-    carried: deque = deque()  # (sample, truth) of each image handed to the predictor
-
-    def feed():
-        members = by_group(ordered, {s: s.group for s in ordered})
-        for sample, (raw, truth), stats in grouped_reads(
-            members, read, spec, lambda data: data[0], others
-        ):
-            carried.append((sample, truth))
-            yield raw, stats
-
+    members = by_group(ordered, lambda sample: sample.group)
+    reads = grouped_reads(members, read, spec, lambda data: data[0], others)
+    items = ((raw, stats, (sample, truth)) for sample, (raw, truth), stats in reads)
     losses = LossMean(loss, num_classes, loss_batch)
     progress = progress_bar(len(ordered), "evaluating")
-    for probs, job in predictor.predict_many(feed()):
-        sample, truth = carried.popleft()
+    for probs, job in predictor.predict_many(items):
+        sample, truth = job.item
         losses.add(job.fit_mask(truth), job.outputs)
         pred = probs.argmax(-1).astype(np.uint8)
         counts = counts_np(truth, pred, num_classes)

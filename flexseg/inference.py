@@ -9,6 +9,7 @@ resized back. Either way the prediction has the input's original height and widt
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections import deque
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import keras
@@ -37,6 +39,7 @@ from flexseg.data.reading import (
     to_model_input,
     to_unit,
 )
+from flexseg.data.sources import by_group
 from flexseg.data.splits import group_of
 from flexseg.errors import DataError, PreflightError
 from flexseg.plots import overlay
@@ -76,6 +79,7 @@ class Job:
     fit_mask: Callable[[np.ndarray], np.ndarray]
     probabilities: np.ndarray | None = None  # (N, h, w, K), filled by the forward passes
     outputs: np.ndarray | None = None  # (N, h, w, K) the model's own outputs, unflipped
+    item: Any = None  # what the caller gave with the image (`Predictor.predict_many`)
 
 
 @dataclass
@@ -122,36 +126,51 @@ class Predictor:
         return job.finish(job.probabilities)
 
     def predict_many(
-        self, images: Iterable[tuple[np.ndarray, IntensityStats | None]]
+        self, images: Iterable[tuple[np.ndarray, IntensityStats | None, Any]]
     ) -> Iterator[tuple[np.ndarray, Job]]:
-        """(probabilities (H, W, K), its job) for each (raw image, group statistics), in
-        order, with the inputs of consecutive images batched together."""
-        per_pass = max(self.batch_size // (2 if self.tta == "flip" else 1), 1)
-        waiting: list[Job] = []  # in order; those at the front finish first
+        """(probabilities (H, W, K), its job) for each (raw image, group statistics, item),
+        in order, with the inputs of consecutive images batched together; `job.item` is the
+        item given with the image (its file, its mask: whatever the caller needs next)."""
+        waiting: list[Job] = []
         queued = 0
-        for image, stats in images:
+        for image, stats, item in images:
             job = self.job(image, stats)
+            job.item = item
             waiting.append(job)
             queued += len(job.inputs)
-            if queued >= per_pass:
-                self.run([j for j in waiting if j.probabilities is None])
-                queued = 0
-                while waiting:
-                    done = waiting.pop(0)
-                    yield done.finish(done.probabilities), done
-        self.run(waiting)
-        for job in waiting:
+            if queued >= self._per_pass:
+                yield from self._finished(waiting)
+                waiting, queued = [], 0
+        yield from self._finished(waiting)
+
+    def _finished(self, jobs: list[Job]) -> Iterator[tuple[np.ndarray, Job]]:
+        self.run(jobs)
+        for job in jobs:
             yield job.finish(job.probabilities), job
 
+    @property
+    def _per_pass(self) -> int:
+        """Model inputs per forward pass before their flipped copies join them."""
+        return max(self.batch_size // (2 if self.tta == "flip" else 1), 1)
+
     def run(self, jobs: Sequence[Job]) -> None:
-        """Forward passes of the jobs' inputs, `batch_size` at a time, into the jobs."""
-        if not jobs:
-            return
-        inputs = np.concatenate([job.inputs for job in jobs])
-        per_pass = max(self.batch_size // (2 if self.tta == "flip" else 1), 1)
+        """Forward passes of the jobs' inputs, `batch_size` at a time, into the jobs; jobs
+        of another input size (a model of open size) go in passes of their own."""
+        for _, same in itertools.groupby(jobs, key=lambda job: job.inputs.shape[1:]):
+            same = list(same)
+            probs, outputs = self._forward(np.concatenate([job.inputs for job in same]))
+            at = 0
+            for job in same:
+                n = len(job.inputs)
+                job.probabilities, job.outputs = probs[at : at + n], outputs[at : at + n]
+                at += n
+
+    def _forward(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, h, w, C) model inputs -> probabilities (flips averaged) and the model's own
+        outputs, each (N, h, w, K)."""
         probs, outputs = [], []
-        for start in range(0, len(inputs), per_pass):
-            chunk = inputs[start : start + per_pass]
+        for start in range(0, len(inputs), self._per_pass):
+            chunk = inputs[start : start + self._per_pass]
             count = len(chunk)
             if self.tta == "flip":
                 chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
@@ -161,12 +180,7 @@ class Predictor:
                 p = 0.5 * (p[:count] + p[count:, :, ::-1])
             probs.append(p[:count])
             outputs.append(out[:count])
-        probs, outputs = np.concatenate(probs), np.concatenate(outputs)
-        at = 0
-        for job in jobs:
-            n = len(job.inputs)
-            job.probabilities, job.outputs = probs[at : at + n], outputs[at : at + n]
-            at += n
+        return np.concatenate(probs), np.concatenate(outputs)
 
     def _outputs(self, batch: np.ndarray) -> np.ndarray:
         # Compiled (the model's predict function); a short batch is padded to the full size
@@ -345,19 +359,14 @@ def predict_files(
         if save_probabilities:
             np.save(paths["probabilities"], probs.astype(np.float16))
 
-    carried: deque = deque()  # (path, raw image) of each image handed to the predictor
-
-    def feed() -> Iterator[tuple[np.ndarray, IntensityStats | None]]:
-        members = by_group(images, groups or {p: p.stem for p in images})
-        for path, raw, stats in grouped_reads(members, read, predictor.spec):
-            carried.append((path, raw))
-            yield raw, stats
-
+    members = by_group(images, (groups or {p: p.stem for p in images}).__getitem__)
+    reads = grouped_reads(members, read, predictor.spec)
     progress = progress_bar(len(images), "predicting")
     with ThreadPoolExecutor(1) as writer:
         pending: deque = deque()
-        for probs, _ in predictor.predict_many(feed()):
-            path, raw = carried.popleft()
+        items = ((raw, stats, (path, raw)) for path, raw, stats in reads)
+        for probs, job in predictor.predict_many(items):
+            path, raw = job.item
             pending.append(writer.submit(write, plan[path], raw, probs))
             while len(pending) > 8 or (pending and pending[0].done()):
                 pending.popleft().result()
@@ -365,14 +374,6 @@ def predict_files(
         for future in pending:
             future.result()
     return [plan[p] for p in images]
-
-
-def by_group(items: Sequence, groups: Mapping) -> dict[str, list]:
-    """The items of each group, groups in order of their first item."""
-    members: dict[str, list] = {}
-    for item in items:
-        members.setdefault(groups[item], []).append(item)
-    return members
 
 
 def grouped_reads(

@@ -148,8 +148,9 @@ def test_batched_prediction_equals_one_image_at_a_time(tta):
     predictor = Predictor(model, ReadSpec(normalize="scale01"), tta=tta, batch_size=8)
     alone = [predictor.predict(image) for image in images]
     model.passes.clear()
-    together = list(predictor.predict_many((image, None) for image in images))
-    for (probs, job), one, image in zip(together, alone, images, strict=True):
+    together = list(predictor.predict_many((image, None, k) for k, image in enumerate(images)))
+    for k, ((probs, job), one, image) in enumerate(zip(together, alone, images, strict=True)):
+        assert job.item == k  # each image's own item comes back with it
         np.testing.assert_allclose(probs, one, atol=1e-6)
         assert job.outputs.shape[0] == job.inputs.shape[0]
         np.testing.assert_allclose(probs[..., 1], image[..., 0], atol=1e-5)
@@ -168,3 +169,19 @@ def test_progress_shows_on_a_terminal_only(trained, tmp_path, capsys, monkeypatc
     infer({**cfg, "output": str(tmp_path / "b")})
     shown = capsys.readouterr().out
     assert "predicting: 18 images" in shown and "18/18" in shown
+
+
+def test_a_model_of_open_size_batches_images_of_one_size_together():
+    """Each image is padded to the model's size multiple; images of other sizes go in
+    passes of their own."""
+    inputs = keras.Input((None, None, 1))
+    model = keras.Model(inputs, keras.layers.Concatenate()([1.0 - inputs, inputs]))
+    rng = np.random.default_rng(3)
+    shapes = [(10, 13), (16, 16), (30, 20), (12, 15)]  # padded: 16x16, 16x16, 32x24, 16x16
+    images = [rng.uniform(0, 1, (*shape, 1)).astype(np.float32) for shape in shapes]
+    predictor = Predictor(model, ReadSpec(size_multiple=8, normalize="scale01"), batch_size=8)
+    for (probs, _), image in zip(
+        predictor.predict_many((image, None, None) for image in images), images, strict=True
+    ):
+        assert probs.shape == (*image.shape[:2], 2)
+        np.testing.assert_allclose(probs[..., 1], image[..., 0], atol=1e-5)

@@ -19,7 +19,7 @@ from flexseg.data.reading import (
     read_image,
     to_unit,
 )
-from flexseg.data.sources import Sample
+from flexseg.data.sources import Sample, by_group
 from flexseg.data.workers import LoaderPool
 from flexseg.errors import DataError
 
@@ -162,13 +162,11 @@ class SegmentationDataset(keras.utils.PyDataset):
 
 def compute_group_stats(samples: Sequence[Sample], spec: ReadSpec) -> dict[str, IntensityStats]:
     """Intensity statistics of each group's images, streamed one image at a time."""
-    groups: dict[str, list[Sample]] = {}
-    for sample in samples:
-        groups.setdefault(sample.group, []).append(sample)
 
     def unit_images(members):
         for s in members:
             raw = read_image(s.image, spec.channels, spec.max_pixels)
             yield to_unit(raw)[0]
 
+    groups = by_group(samples, lambda sample: sample.group)
     return {group: intensity_stats(unit_images(members), spec) for group, members in groups.items()}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -12,6 +14,8 @@ from flexseg.config.schema import SPLITS, DatasetConfig
 from flexseg.data.pairing import Pair, find_pairs
 from flexseg.data.splits import group_of, split_groups
 from flexseg.errors import ConfigError, DataError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,14 @@ class Sample:
 def natural_key(name: str) -> list:
     """Sort key that puts `slice_2` before `slice_10`."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def by_group(items: Iterable[T], group: Callable[[T], str]) -> dict[str, list[T]]:
+    """The items of each group (`group(item)`), groups in the order of their first item."""
+    members: dict[str, list[T]] = {}
+    for item in items:
+        members.setdefault(group(item), []).append(item)
+    return members
 
 
 def find_samples(

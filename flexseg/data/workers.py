@@ -162,17 +162,16 @@ class LoaderPool:
     def _start(self) -> None:
         sizes = [maker.batch_nbytes() for maker in self._makers.values()]
         self._slot_bytes = max(sizes) if None not in sizes else 0
-        self._folder = None
+        self._folder = path = None
         self._slots = np.zeros(0, np.uint8)
         if self._slot_bytes:
             self._folder = scratch_dir("batches", self.depth * self._slot_bytes)
-            path = self._folder / "slots.bin"
+            path = str(self._folder / "slots.bin")
             self._slots = np.memmap(path, np.uint8, "w+", shape=(self.depth * self._slot_bytes,))
         self._free = list(range(self.depth))
         context = multiprocessing.get_context("spawn")
         self._tasks, self._results = context.Queue(), context.Queue()
         blob = pickle.dumps(self._makers, protocol=pickle.HIGHEST_PROTOCOL)
-        path = str(self._folder / "slots.bin") if self._folder else None
         for _ in range(self.workers):
             process = context.Process(
                 target=_serve,
