@@ -11,12 +11,13 @@ import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from flexseg.cluster import Processes, check_backend
 from flexseg.errors import ConfigError
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -92,6 +93,32 @@ def tensorflow_left_out() -> Iterator[None]:
         del sys.modules["tensorflow"]
         if lazy_tensorflow.module is None:
             lazy_tensorflow._available = None  # Keras remembers "not installed": forget it
+
+
+@contextlib.contextmanager
+def this_process_alone() -> Iterator[None]:
+    """For work one process of several does alone (process 0 saving a checkpoint).
+
+    Under JAX's distribution over several processes, every new or assigned Keras variable is
+    checked against the other processes (a collective): Keras' saving makes variables of its
+    own, which would wait for processes that do not save. Inside, there is no distribution.
+    """
+    if name() != "jax" or _JOINED.get("kind") != "jax":
+        yield
+        return
+    with swapped(keras.distribution.distribution, keras.distribution.set_distribution, None):
+        yield
+
+
+@contextlib.contextmanager
+def swapped(get: Callable, put: Callable, value) -> Iterator[None]:
+    """A Keras global setting (`get()`, `put(value)`) set to `value` inside, restored after."""
+    previous = get()
+    put(value)
+    try:
+        yield
+    finally:
+        put(previous)
 
 
 def set_random_seed(seed: int) -> None:
@@ -194,36 +221,195 @@ def auto_precision() -> str:
 
 
 @contextlib.contextmanager
-def data_parallel() -> Iterator[int]:
-    """Replicates the model built inside on every local device and splits each batch.
+def data_parallel(processes: int = 1) -> Iterator[int]:
+    """Replicates the model built inside on every device and splits each batch.
 
-    JAX: `keras.distribution.DataParallel` over all devices of its default platform.
-    TensorFlow: `tf.distribute.MirroredStrategy` over all GPUs, else over all logical CPUs.
-    Yields the number of devices (replicas). Keras' torch trainer (`model.fit`) cannot be
-    wrapped in DistributedDataParallel, so torch is refused with a ConfigError.
+    JAX: `keras.distribution.DataParallel` over all devices of its default platform, those of
+    every process when several processes joined (`join_processes`). TensorFlow:
+    `tf.distribute.MirroredStrategy` over all GPUs, else over all logical CPUs, of one process.
+    torch: one device per process; the processes average their gradients
+    (`flexseg.training.distributed`). Yields the number of replicas.
     """
     backend = name()
     if backend == "jax":
-        local = keras.distribution.list_devices()
-        previous = keras.distribution.distribution()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=local))
-        try:
-            yield len(local)
-        finally:
-            keras.distribution.set_distribution(previous)
+        every = keras.distribution.list_devices()
+        parallel = keras.distribution.DataParallel(devices=every)
+        parallel.auto_shard_dataset = False  # flexseg's loader gives each process its part
+        with swapped(
+            keras.distribution.distribution, keras.distribution.set_distribution, parallel
+        ):
+            yield len(every)
     elif backend == "tensorflow":
         import tensorflow as tf
 
         strategy = tf.distribute.MirroredStrategy(devices())  # all GPUs, else all CPUs
         with strategy.scope():
             yield strategy.num_replicas_in_sync
+    elif processes > 1:
+        yield processes
     else:
         raise ConfigError(
-            "trainer.distribution=data_parallel is not available on the torch backend: Keras' "
-            "torch trainer (model.fit) cannot be wrapped in DistributedDataParallel. Train on "
-            "several devices with KERAS_BACKEND=jax or tensorflow, or set "
-            "trainer.distribution=none."
+            "trainer.distribution=data_parallel on the torch backend trains one process per "
+            "device: start them with flexseg-launch --nproc <devices> train ..., torchrun or "
+            "SLURM (README, Several GPUs and nodes), or set trainer.distribution=none."
         )
+
+
+# What `join_processes` made: the store the processes share (for liveness) and its kind.
+_JOINED: dict = {}
+
+
+def join_processes(rank: int, count: int, local_rank: int, coordinator: str, timeout_s: float):
+    """Connects this process to the other processes of its training, once per process.
+
+    torch: `torch.distributed`'s process group (NCCL on GPUs, this process on GPU
+    `local_rank`; gloo on CPU), through `torchrun`'s store when torchrun started the process,
+    else at `coordinator`. JAX: `jax.distributed.initialize` (CPU collectives through gloo),
+    before JAX's first computation. A collective that waits longer than `timeout_s` fails.
+    TensorFlow: refused, as Keras 3 cannot train it over several processes.
+    """
+    if _JOINED:
+        return
+    backend = name()
+    host, port = coordinator.rsplit(":", 1)
+    if backend == "torch":
+        import datetime
+
+        import torch
+        import torch.distributed as dist
+
+        gpu = torch.cuda.is_available()
+        if gpu:
+            torch.cuda.set_device(local_rank)
+        elastic = "TORCHELASTIC_RUN_ID" in os.environ  # torchrun: its agent holds the store
+        dist.init_process_group(
+            "nccl" if gpu else "gloo",
+            init_method="env://" if elastic else f"tcp://{coordinator}",
+            rank=rank,
+            world_size=count,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+        # A client of its own for the liveness beats, beside the process group's.
+        store = dist.TCPStore(host, int(port), is_master=False, timeout=datetime.timedelta(30))
+        _JOINED.update(kind="torch", store=store)
+    elif backend == "jax":
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator, num_processes=count, process_id=rank,
+            initialization_timeout=int(timeout_s),
+        )  # fmt: skip
+        from jax._src.distributed import global_state
+
+        _JOINED.update(kind="jax", store=global_state.client)
+    else:
+        check_backend(Processes(rank, count), backend)
+
+
+def store_add(key: str, amount: int) -> int:
+    """Adds to a counter in the store the joined processes share; returns its new value."""
+    store = _JOINED["store"]
+    if _JOINED["kind"] == "torch":
+        return store.add(key, amount)
+    return store.key_value_increment(key, amount)
+
+
+def store_set(key: str, value: str) -> None:
+    """Sets a text in the store the joined processes share."""
+    store = _JOINED["store"]
+    if _JOINED["kind"] == "torch":
+        store.set(key, value)
+    else:
+        store.key_value_set(key, value, allow_overwrite=True)
+
+
+def store_set_once(key: str, value: str) -> str:
+    """Sets a text in the shared store unless a process set it first; returns the text kept."""
+    store = _JOINED["store"]
+    if _JOINED["kind"] == "torch":
+        return store.compare_set(key, "", value).decode()
+    with contextlib.suppress(Exception):  # jaxlib's error for a key that exists: not first
+        store.key_value_set(key, value, allow_overwrite=False)
+    return store.key_value_try_get(key)
+
+
+def store_get(key: str) -> str | None:
+    """A text of the shared store, or None when nobody set it."""
+    store = _JOINED["store"]
+    if _JOINED["kind"] == "torch":
+        return store.get(key).decode() if store.check([key]) else None
+    try:
+        return store.key_value_try_get(key)
+    except Exception:  # jaxlib raises its own error type for a missing key
+        return None
+
+
+def all_sum(values: np.ndarray) -> np.ndarray:
+    """`values` (the same shape in every process) summed over the joined processes."""
+    if _JOINED.get("kind") == "torch":
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.from_numpy(np.ascontiguousarray(values, np.float64))
+        if torch.cuda.is_available() and dist.get_backend() == "nccl":
+            tensor = tensor.cuda()
+        dist.all_reduce(tensor)
+        return tensor.cpu().numpy()
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
+
+
+def broadcast_from_first(values: np.ndarray) -> np.ndarray:
+    """Process 0's `values` (the same shape and type in every process), in every process."""
+    if _JOINED.get("kind") == "torch":
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.from_numpy(np.ascontiguousarray(values))
+        if torch.cuda.is_available() and dist.get_backend() == "nccl":
+            tensor = tensor.cuda()
+        dist.broadcast(tensor, src=0)
+        return tensor.cpu().numpy()
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.broadcast_one_to_all(values))
+
+
+def average_gradients(gradients: list) -> None:
+    """torch: replaces each gradient by its mean over the joined processes, in place, in one
+    collective over a flat copy (as DistributedDataParallel's buckets do)."""
+    import torch
+    import torch.distributed as dist
+
+    present = [g for g in gradients if g is not None]
+    flat = torch.cat([g.reshape(-1) for g in present])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in present:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def seed_global_rng(seed: int) -> None:
+    """torch: seeds the global generators that dropout draws from (see `global_rng_state`)."""
+    if name() == "torch":
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def leave_processes() -> None:
+    """Disconnects from the other processes (torch: destroys the process group)."""
+    kind = _JOINED.pop("kind", None)
+    _JOINED.clear()
+    if kind == "torch":
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def global_rng_state() -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ from flexseg.config.parse import MISSING, Section, as_dict, parse
 from flexseg.config.schema import (
     COMMANDS,
     AugmentConfig,
+    ClusterConfig,
     DatasetConfig,
     EarlyStoppingConfig,
     EvaluateConfig,
@@ -32,6 +33,7 @@ __all__ = [
     "COMMANDS",
     "MISSING",
     "AugmentConfig",
+    "ClusterConfig",
     "DatasetConfig",
     "EarlyStoppingConfig",
     "EvaluateConfig",

@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from flexseg.cluster import Processes, check_backend, find_processes
 from flexseg.config.compose import CONF_DIR, load_config, register, typed
 from flexseg.config.files import read_config
 from flexseg.config.schema import COMMANDS
@@ -60,12 +61,39 @@ def command(name: str) -> Callable:
                 outcome = Reported()
                 with outcome:
                     checked.append(load_config(overrides, name))
+                    processes = processes_of(name, checked[0])
+                    if processes.several and not processes.main:
+                        # Process 0's Hydra makes the run folder; the others train into it.
+                        return main(checked.pop(), None)
                 outcome.exit_if_failed()
             return app()
 
         return run
 
     return decorate
+
+
+def processes_of(name: str, cfg: Any) -> Processes:
+    """The processes this command runs in; several only for a training whose backend can.
+
+    Raises:
+        ConfigError: several processes for another command, or for TensorFlow.
+    """
+    import keras
+
+    if name != "train":
+        processes = find_processes()
+        if processes.several:
+            raise ConfigError(
+                f"flexseg-{name} runs as one process, but this is process {processes.rank} of "
+                f"{processes.count} ({processes.source}); start it without flexseg-launch, "
+                "torchrun or srun's tasks."
+            )
+        return processes
+    cluster = cfg.trainer.cluster
+    processes = find_processes(cluster.coordinator, cluster.num_processes, cluster.process_id)
+    check_backend(processes, keras.backend.backend())
+    return processes
 
 
 class Reported:

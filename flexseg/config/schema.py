@@ -157,6 +157,21 @@ class EarlyStoppingConfig(Section):
 
 
 @dataclass
+class ClusterConfig(Section):
+    """The processes of a training started by hand (flexseg.cluster.find_processes); under
+    torchrun, flexseg-launch or a SLURM step of several tasks they are found by themselves."""
+
+    KEY: ClassVar[str] = "trainer.cluster"
+    coordinator: str | None = None  # host:port where process 0 listens
+    num_processes: int | None = rule(None, lambda n: n is None or n >= 1, ">= 1 or null")
+    process_id: int | None = rule(None, lambda n: n is None or n >= 0, ">= 0 or null")
+    # a collective that waits longer than this fails (a process hangs); a lost process is
+    # noticed within lost_after_s either way
+    timeout_s: float = rule(1800.0, lambda n: n > 0, "> 0")
+    lost_after_s: float = rule(60.0, lambda n: n >= 5, ">= 5")
+
+
+@dataclass
 class TrainerConfig(Section):
     KEY: ClassVar[str] = "trainer"
     epochs: int = rule(50, lambda n: n >= 1, ">= 1")
@@ -188,8 +203,10 @@ class TrainerConfig(Section):
         "auto", lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"
     )
     compile_cache: str = _compile_cache()
-    # data parallel where JAX or TensorFlow sees several devices (auto), or not (none)
+    # data parallel over several processes (torch, JAX), or over the devices JAX or
+    # TensorFlow sees (auto), or not (none)
     distribution: str = choice("auto", DISTRIBUTIONS)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     # auto: measured per device (backend.auto_precision)
     precision: str = choice("float32", PRECISIONS)
     verbose: int = 1

@@ -55,6 +55,7 @@ class Batches:
         foreground_fraction: float | None = None,
         group_stats: dict[str, IntensityStats] | None = None,
         cache: SampleCache | None = None,
+        shard: tuple[int, int] = (0, 1),
     ):
         if not samples:
             raise DataError("the dataset has no samples; check the dataset path and split.")
@@ -71,6 +72,7 @@ class Batches:
         self.drop_remainder = drop_remainder
         self.group_stats = group_stats or {}
         self.cache = cache
+        self.shard = shard  # (this process, processes): each serves its part of every batch
         self._with_fg = self._empty = None
         if foreground_fraction is not None and shuffle:
             self._split_by_foreground(foreground_fraction)
@@ -90,7 +92,10 @@ class Batches:
     def __len__(self) -> int:
         if self.drop_remainder:
             return self.epoch_size // self.batch_size
-        return math.ceil(self.epoch_size / self.batch_size)
+        batches = math.ceil(self.epoch_size / self.batch_size)
+        rank, _ = self.shard
+        last = self.epoch_size - (batches - 1) * self.batch_size
+        return batches - 1 if rank >= last else batches  # a last batch too small to share
 
     def batch_nbytes(self) -> int | None:
         """Bytes of the largest batch, or None when images differ in size."""
@@ -144,6 +149,8 @@ class Batches:
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of a dataset of {len(self)} batches")
         chosen = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        rank, processes = self.shard
+        chosen = np.array_split(chosen, processes)[rank]  # consecutive parts, sizes differ by <= 1
         images, masks = zip(*(self.load(int(i), epoch) for i in chosen), strict=True)
         images = np.stack(images)  # (B, H, W, C)
         masks = np.stack(masks)  # (B, H, W)

@@ -49,6 +49,8 @@ def build_datasets(
     colormap: ColorMap | None = None,
     workers: int | str | None = None,
     only: str | None = None,
+    shard: tuple[int, int] = (0, 1),
+    sharing: int = 1,
 ) -> dict[str, SegmentationDataset]:
     """Train, valid and test datasets of a config; only the training set is augmented.
 
@@ -58,6 +60,10 @@ def build_datasets(
         spec, colormap: the dataset's reading and colour map, made from the config when None.
         workers: loader worker processes, shared by the splits; `trainer.workers` when None.
         only: build just this split (intensity statistics still come from every split).
+        shard: (process, processes) of a training over several processes: each loads its
+            part of every batch of `trainer.batch_size`.
+        sharing: training processes on this machine, which share its cores among their
+            loader workers (`trainer.workers=auto`).
 
     Returns:
         `{split: SegmentationDataset}` for each split that has samples (or just `only`).
@@ -69,7 +75,7 @@ def build_datasets(
     stats = None
     if spec.normalize == "group_zscore":
         stats = compute_group_stats([s for v in splits.values() for s in v], spec)
-    workers = resolve_workers(trainer.workers if workers is None else workers)
+    workers = resolve_workers(trainer.workers if workers is None else workers, sharing)
     pool = LoaderPool(workers, trainer.prefetch) if workers else None
     result = {}
     for split, samples in splits.items():
@@ -95,5 +101,6 @@ def build_datasets(
             workers=workers,
             pool=pool,
             name=split,
+            shard=shard,
         )
     return result

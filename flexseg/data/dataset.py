@@ -60,6 +60,9 @@ class SegmentationDataset(keras.utils.PyDataset):
         pool: a `LoaderPool` shared with other datasets (one set of processes for every
             split); made for this dataset alone when None and `workers` > 0.
         name: this dataset's name in a shared pool.
+        shard: (process, processes) of a training over several processes: each serves its
+            consecutive part of every batch (`batch_size` is the batch of all processes
+            together), so together they serve one process's batches in the same order.
 
     Example:
     >>> splits = find_samples(DatasetConfig(name="scans", root="data", ...), seed=0)
@@ -86,6 +89,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         prefetch: int = 2,
         pool: LoaderPool | None = None,
         name: str = "data",
+        shard: tuple[int, int] = (0, 1),
     ):
         # Keras' own threads stay off: batches come from `pool`'s processes, or from here.
         super().__init__(workers=1, use_multiprocessing=False)
@@ -114,6 +118,7 @@ class SegmentationDataset(keras.utils.PyDataset):
             foreground_fraction,
             group_stats,
             stored,
+            shard,
         )
         self.epoch = 0
         self.read_error: DataError | None = None  # the last file that failed to read

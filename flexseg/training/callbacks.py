@@ -6,7 +6,7 @@ import csv
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
@@ -20,6 +20,7 @@ from flexseg.errors import TrainingError
 from flexseg.metrics import segmentation_metrics
 from flexseg.plots import overlay, save_curves, save_grid
 from flexseg.runs import CHECKPOINTS
+from flexseg.training.distributed import Group
 from flexseg.training.logs import MLflowLog, TensorBoardLog, epoch_values
 
 
@@ -32,7 +33,7 @@ def atomic_save(model: keras.Model, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        with backend.tensorflow_left_out():
+        with backend.tensorflow_left_out(), backend.this_process_alone():
             model.save(tmp)
         os.replace(tmp, path)
     finally:
@@ -42,11 +43,13 @@ def atomic_save(model: keras.Model, path: str | Path) -> Path:
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """Writes `last.keras` every epoch and `best.keras` when the monitored value improves."""
+    """Writes `last.keras` every epoch and `best.keras` when the monitored value improves
+    (with `save=False`, in the processes other than 0, it only keeps track of the best)."""
 
-    def __init__(self, folder: str | Path, monitor: str, mode: str):
+    def __init__(self, folder: str | Path, monitor: str, mode: str, save: bool = True):
         super().__init__()
         self.folder = Path(folder)
+        self.save = save
         self.monitor = monitor
         self.sign = 1.0 if mode == "max" else -1.0
         self.best = -math.inf
@@ -54,12 +57,14 @@ class Checkpoints(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        atomic_save(self.model, self.folder / "last.keras")
+        if self.save:
+            atomic_save(self.model, self.folder / "last.keras")
         value = logs.get(self.monitor)
         if value is not None and np.isfinite(value) and self.sign * value > self.best:
             self.best = self.sign * value
             self.best_epoch = epoch + 1
-            atomic_save(self.model, self.folder / "best.keras")
+            if self.save:
+                atomic_save(self.model, self.folder / "best.keras")
 
     def resume_state(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch}
@@ -72,12 +77,14 @@ class StopOnNonFinite(keras.callbacks.Callback):
     """Stops training when the loss becomes NaN or infinite, naming the epoch and batch.
 
     It raises before the epoch ends, so no checkpoint of the broken weights is written and
-    `last.keras` stays the last good one.
+    `last.keras` stays the last good one. `agree` (`Group.any`) makes the processes of one
+    training stop together, when any of them sees it.
     """
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, agree: Callable[[bool], bool] = bool):
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.agree = agree
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -85,10 +92,12 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is None or np.isfinite(loss):
+        here = loss is not None and not np.isfinite(loss)
+        if not self.agree(here):
             return
+        value = float(loss) if here else "non-finite in another process"
         raise TrainingError(
-            f"the training loss became {float(loss)} at epoch {self.epoch + 1}, batch "
+            f"the training loss became {value} at epoch {self.epoch + 1}, batch "
             f"{batch + 1}; training stopped and {self.kept()}. Lower trainer.learning_rate, "
             "set trainer.clipnorm, or check that batch's images."
         )
@@ -104,17 +113,21 @@ class StopOnNonFinite(keras.callbacks.Callback):
 class HistoryFiles(keras.callbacks.Callback):
     """`history.csv` (every logged value), plus `train_losses.csv` and `train_metrics.csv`
     (losses and metrics apart, as the reference framework wrote them), and curve PNGs,
-    all rewritten after every epoch."""
+    all rewritten after every epoch (with `write=False`, in the processes other than 0, the
+    history is only kept in memory)."""
 
-    def __init__(self, run_dir: str | Path, metric_names: Sequence[str]):
+    def __init__(self, run_dir: str | Path, metric_names: Sequence[str], write: bool = True):
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.write = write
         self.metric_names = list(metric_names)
         self.history: dict[str, list[float]] = {}
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in epoch_values(self.model, logs).items():
             self.history.setdefault(key, []).append(float(value))
+        if not self.write:
+            return
         keys = sorted(self.history)
         self._write("history.csv", keys)
         self._write("train_losses.csv", [k for k in keys if k.endswith("loss")])
@@ -147,13 +160,22 @@ class HistoryFiles(keras.callbacks.Callback):
 
 
 class EpochPreview(keras.callbacks.Callback):
-    """After every epoch, predicts N fixed images and saves image | truth | prediction."""
+    """After every epoch, predicts N fixed images and saves image | truth | prediction.
+
+    With `save=False` (processes other than 0) it predicts and saves nothing: on JAX over
+    several processes every process must take part in the prediction."""
 
     def __init__(
-        self, folder: str | Path, images: np.ndarray, masks: np.ndarray, names: Sequence[str]
+        self,
+        folder: str | Path,
+        images: np.ndarray,
+        masks: np.ndarray,
+        names: Sequence[str],
+        save: bool = True,
     ):
         super().__init__()
         self.folder = Path(folder)
+        self.save = save
         self.images = images  # (N, H, W, C) model inputs
         self.masks = masks  # (N, H, W) class ids
         self.names = list(names)
@@ -163,8 +185,10 @@ class EpochPreview(keras.callbacks.Callback):
         return self.folder / f"epoch_{epoch + 1:03d}.png"
 
     def on_epoch_end(self, epoch, logs=None):
-        self.folder.mkdir(parents=True, exist_ok=True)
         probs = keras.ops.convert_to_numpy(self.model(self.images, training=False))
+        if not self.save:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
         preds = probs.argmax(-1)
         rows = [
             [overlay(image, np.zeros_like(mask)), overlay(image, mask), overlay(image, pred)]
@@ -217,11 +241,13 @@ class EpochSchedule(keras.callbacks.Callback):
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """Stops training after the first epoch that ends past `minutes` of wall time."""
+    """Stops training after the first epoch that ends past `minutes` of wall time (in any
+    process of the training, with `agree`)."""
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, agree: Callable[[bool], bool] = bool):
         super().__init__()
         self.seconds = 60.0 * minutes
+        self.agree = agree
         self.start = None
         self.stopped_epoch = None
 
@@ -229,23 +255,34 @@ class TimeLimit(keras.callbacks.Callback):
         self.start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        if time.monotonic() - self.start > self.seconds:
+        if self.agree(time.monotonic() - self.start > self.seconds):
             self.model.stop_training = True
             self.stopped_epoch = epoch + 1
 
 
 def build_callbacks(
-    cfg: TrainConfig, run_dir: Path, datasets: dict[str, SegmentationDataset]
+    cfg: TrainConfig,
+    run_dir: Path,
+    datasets: dict[str, SegmentationDataset],
+    group: Group | None = None,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks a training config asks for, in the order they run.
 
     The monitored value is `trainer.monitor` (`val_fg_dice`), or its training twin
     (`fg_dice`) when there is no validation split; a loss is minimised, the rest maximised.
+    In a training of several processes (`group`), only process 0 writes; what each process
+    sees apart (its own loss on torch, its clock) is agreed through the group.
     """
     trainer = cfg.trainer
+    writes = group is None or group.main
+    agree = group.any if group is not None and group.several else bool
+    loss_agree = agree if group is not None and group.losses_apart else bool
     monitor = trainer.monitor if "valid" in datasets else trainer.monitor.removeprefix("val_")
     mode = "min" if monitor.endswith("loss") else "max"
-    callbacks = [Checkpoints(run_dir / CHECKPOINTS, monitor, mode), StopOnNonFinite(run_dir)]
+    callbacks = [
+        Checkpoints(run_dir / CHECKPOINTS, monitor, mode, save=writes),
+        StopOnNonFinite(run_dir, loss_agree),
+    ]
     reduce = trainer.reduce_lr
     if trainer.schedule != "constant":
         callbacks.append(
@@ -267,7 +304,7 @@ def build_callbacks(
                 patience=reduce.patience,
                 min_lr=reduce.min_lr,
                 mode=mode,
-                verbose=1,
+                verbose=1 if writes else 0,
             )
         )
     stop = trainer.early_stopping
@@ -278,28 +315,42 @@ def build_callbacks(
                 patience=stop.patience,
                 mode=mode,
                 restore_best_weights=stop.restore_best,
-                verbose=1,
+                verbose=1 if writes else 0,
             )
         )
     metric_names = [m.name for m in segmentation_metrics(cfg.dataset.num_classes)]
-    callbacks.append(HistoryFiles(run_dir, metric_names))
+    callbacks.append(HistoryFiles(run_dir, metric_names, write=writes))
+    callbacks += _writers(cfg, run_dir, datasets, writes)
+    if trainer.max_minutes:
+        callbacks.append(TimeLimit(trainer.max_minutes, agree))
+    return callbacks
+
+
+def _writers(
+    cfg: TrainConfig, run_dir: Path, datasets: dict[str, SegmentationDataset], writes: bool
+) -> list[keras.callbacks.Callback]:
+    """The callbacks that write: previews (predicted in every process) and experiment logs."""
+    trainer, callbacks = cfg.trainer, []
     preview_source = datasets.get("valid") or datasets.get("test")
     previews = None
     if trainer.preview_images and preview_source is not None:
-        previews = preview(preview_source, trainer.preview_images, run_dir / "previews")
+        folder = run_dir / "previews"
+        previews = preview(preview_source, trainer.preview_images, folder, writes)
         callbacks.append(previews)
+    if not writes:
+        return callbacks
     if cfg.logger.tensorboard:  # after the preview: it logs the epoch's preview image
         callbacks.append(TensorBoardLog(run_dir / "tensorboard", previews))
     if cfg.logger.mlflow:
         experiment = cfg.logger.experiment or cfg.dataset.name
         params = flat_keys(as_dict(cfg))
         callbacks.append(MLflowLog(run_dir, params, cfg.logger.tracking_uri, experiment))
-    if trainer.max_minutes:
-        callbacks.append(TimeLimit(trainer.max_minutes))
     return callbacks
 
 
-def preview(dataset: SegmentationDataset, count: int, folder: Path) -> EpochPreview:
+def preview(
+    dataset: SegmentationDataset, count: int, folder: Path, save: bool = True
+) -> EpochPreview:
     """Fixed preview images: spread over the split, slices with foreground first."""
     loaded = [dataset.load(i) for i in range(len(dataset.samples))]
     with_fg = [i for i, (_, mask) in enumerate(loaded) if mask.any()]
@@ -307,4 +358,5 @@ def preview(dataset: SegmentationDataset, count: int, folder: Path) -> EpochPrev
     chosen = [pool[int(k)] for k in np.linspace(0, len(pool) - 1, min(count, len(pool)))]
     images = np.stack([loaded[i][0] for i in chosen])
     masks = np.stack([loaded[i][1] for i in chosen])
-    return EpochPreview(folder, images, masks, [dataset.samples[i].name for i in chosen])
+    names = [dataset.samples[i].name for i in chosen]
+    return EpochPreview(folder, images, masks, names, save)

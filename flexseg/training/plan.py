@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 
 from flexseg import backend
+from flexseg.cluster import ONE_PROCESS, Processes
 from flexseg.config.schema import TrainConfig
 from flexseg.config.targets import instantiate
 from flexseg.data.build import build_datasets, colormap_of, read_spec
@@ -61,6 +62,8 @@ class Plan:
             f"training    {trainer.epochs} epochs of {len(self.datasets['train'])} batches of "
             f"{trainer.batch_size}, learning rate {trainer.learning_rate:g}"
         )
+        if f["processes"]:
+            lines.append(f"processes   {f['processes']}")
         lines.append(f"loader      {f['loader']}")
         for split, cache in f["cache"].items():
             lines.append(f"cache       {split}: {cache}")
@@ -70,7 +73,10 @@ class Plan:
 
 
 def make_plan(
-    cfg: TrainConfig, run_dir: str | Path | None = None, outcome: str | None = None
+    cfg: TrainConfig,
+    run_dir: str | Path | None = None,
+    outcome: str | None = None,
+    processes: Processes = ONE_PROCESS,
 ) -> Plan:
     """Checks a training config and its data; returns the plan.
 
@@ -78,6 +84,7 @@ def make_plan(
         cfg: the training config.
         run_dir: where the run will write, for the plan's text.
         outcome: what a PreflightError says did not happen, e.g. "nothing was trained".
+        processes: the processes of the training; this one loads its part of every batch.
 
     Raises:
         PreflightError: listing every problem found.
@@ -108,7 +115,8 @@ def make_plan(
     if problems:
         raise PreflightError(problems, outcome)
 
-    datasets = build_datasets(cfg, splits, spec, cmap)
+    shard = (processes.rank, processes.count)
+    datasets = build_datasets(cfg, splits, spec, cmap, shard=shard, sharing=processes.local_count)
     problems += batch_problems(model, loss, datasets["train"])
     if problems:
         raise PreflightError(problems, outcome)
@@ -128,6 +136,7 @@ def make_plan(
         },
         "run_dir": str(run_dir) if run_dir else f"outputs/{dataset.name}/<start time>/",
         "loader": loader_text(cfg, datasets),
+        "processes": processes_text(cfg, processes),
         "cache": {k: d.cache.describe() for k, d in datasets.items() if d.cache is not None},
         "notes": channel_notes(splits, spec),
     }
@@ -143,6 +152,17 @@ def loader_text(cfg: TrainConfig, datasets: dict[str, SegmentationDataset]) -> s
     plural = "es" if pool.workers > 1 else ""
     return (
         f"{pool.workers} worker process{plural} ({setting}), up to {pool.depth} batches in flight"
+    )
+
+
+def processes_text(cfg: TrainConfig, processes: Processes) -> str | None:
+    """The processes of the training, when there are several."""
+    if not processes.several:
+        return None
+    batch = cfg.trainer.batch_size
+    return (
+        f"{processes.count} ({processes.source}), meeting at {processes.coordinator}; "
+        f"each loads {batch // processes.count} of every batch of {batch}; process 0 writes"
     )
 
 

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -69,9 +70,16 @@ class ResumeState(keras.callbacks.Callback):
     draws dropout masks on torch).
     """
 
-    def __init__(self, folder: str | Path, callbacks: list, restored: tuple | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        callbacks: list,
+        restored: tuple | None = None,
+        write: bool = True,
+    ):
         super().__init__()
         self.path = Path(folder) / RESUME_FILE
+        self.write = write  # False in the processes other than 0, which only read it
         self.callbacks = callbacks
         self.restored = restored  # (meta, arrays) of read_resume_state
 
@@ -80,9 +88,10 @@ class ResumeState(keras.callbacks.Callback):
             return
         meta, arrays = self.restored
         prefix = "global_rng_"
-        backend.set_global_rng_state(
-            {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
-        )
+        if self.write:  # the other processes of a training keep dropout draws of their own
+            backend.set_global_rng_state(
+                {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+            )
         states = meta["callbacks"]
         for i, callback in enumerate(self.callbacks):
             if str(i) in states:
@@ -92,6 +101,8 @@ class ResumeState(keras.callbacks.Callback):
                 callback.best_weights = keras.saving.load_model(best, compile=False).get_weights()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.write:
+            return
         states = {}
         for i, callback in enumerate(self.callbacks):
             state = _state_of(callback)
@@ -145,12 +156,14 @@ class StopOnSignal(keras.callbacks.Callback):
     There, before the epoch ends (so the resume state stays that of the last finished epoch:
     at most one epoch of work is lost), it passes the signal on to the handler that was
     installed before training, if any (submitit's, which requeues the job and exits), and
-    otherwise raises `PreemptedError`.
+    otherwise raises `PreemptedError`. With `agree` (`Group.any`), the processes of one
+    training stop at the same batch when any of them received the signal.
     """
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, agree: Callable[[bool], bool] = bool):
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.agree = agree
         self.received = None
         self.previous: dict = {}
         self.epoch = 0
@@ -169,13 +182,14 @@ class StopOnSignal(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.received is None:
+        if not self.agree(self.received is not None):
             return
-        name = signal.Signals(self.received).name
-        previous = self.previous.get(self.received)
+        signum = self.received
+        name = signal.Signals(signum).name if signum else "a signal of another process"
+        previous = self.previous.get(signum)
         self.restore_handlers()
         if callable(previous):
-            previous(self.received, None)
+            previous(signum, None)
         raise PreemptedError(
             f"{name} received: training stopped at epoch {self.epoch + 1}, batch {batch + 1}; "
             f"{self.epoch} finished epoch(s) are kept in {self.run_dir}. Continue with: "

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import keras
 
 from flexseg import backend
+from flexseg.cluster import ONE_PROCESS, Processes, find_processes
 from flexseg.config.schema import TrainerConfig
 from flexseg.errors import ConfigError
+from flexseg.training.distributed import Group, first_line
 
 log = logging.getLogger("flexseg")
 
@@ -46,15 +48,30 @@ def resolve_jit_compile(setting: bool | str) -> bool:
     return backend.has_gpu() and backend.name() == "tensorflow"
 
 
-def resolve_distribution(setting: str) -> str:
-    """`trainer.distribution`: "auto" is data parallel where JAX or TensorFlow sees several
-    devices (GPUs, or CPUs split on purpose), else none."""
+def resolve_distribution(setting: str, processes: Processes = ONE_PROCESS) -> str:
+    """`trainer.distribution`: "auto" is data parallel when several processes train together
+    (one per GPU: torch or JAX), or where JAX or TensorFlow sees several devices in its one
+    process (GPUs, or CPUs split on purpose); else none."""
+    if processes.several:
+        if setting == "none":
+            raise ConfigError(
+                f"trainer.distribution=none, but this is process {processes.rank} of "
+                f"{processes.count} ({processes.source}); set trainer.distribution=auto, or "
+                "start one process."
+            )
+        return "data_parallel"
     if setting != "auto":
         return setting
-    if len(backend.devices()) < 2:
+    count = len(backend.devices())
+    if count < 2:
         return "none"
     if backend.name() == "torch":
-        log.warning("torch trains on one device: use JAX or TensorFlow for data parallel training")
+        log.warning(
+            "torch trains one process per GPU: flexseg-launch --nproc %d train ... uses all %d "
+            "(this training uses one)",
+            count,
+            count,
+        )
         return "none"
     return "data_parallel"
 
@@ -68,37 +85,63 @@ class Setup:
     distribution: str
 
     @classmethod
-    def of(cls, trainer: TrainerConfig) -> Setup:
+    def of(cls, trainer: TrainerConfig, processes: Processes = ONE_PROCESS) -> Setup:
         return cls(
             precision=resolve_precision(trainer.precision),
             jit_compile=resolve_jit_compile(trainer.jit_compile),
-            distribution=resolve_distribution(trainer.distribution),
+            distribution=resolve_distribution(trainer.distribution, processes),
         )
 
 
 @contextlib.contextmanager
 def precision_policy(precision: str) -> Iterator[None]:
     """Keras' global dtype policy set to `precision` inside, restored afterwards."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision)
-    try:
+    policy = keras.mixed_precision
+    with backend.swapped(policy.global_policy, policy.set_global_policy, precision):
         yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+
+
+def join(trainer: TrainerConfig) -> Processes:
+    """Finds the processes of this training and, when there are several, connects them
+    (before the backend's first computation: JAX allows no other order)."""
+    cluster = trainer.cluster
+    processes = find_processes(cluster.coordinator, cluster.num_processes, cluster.process_id)
+    if processes.several:
+        backend.join_processes(
+            processes.rank,
+            processes.count,
+            processes.local_rank,
+            processes.coordinator,
+            cluster.timeout_s,
+        )
+    return processes
 
 
 @contextlib.contextmanager
-def distribution_scope(distribution: str, batch_size: int) -> Iterator[int]:
-    """Builds and trains inside it to follow `distribution`; yields the replica count."""
+def distribution_scope(
+    distribution: str, trainer: TrainerConfig, processes: Processes = ONE_PROCESS
+) -> Iterator[Group]:
+    """Builds and trains inside it to follow `distribution`; yields the processes' `Group`."""
     if distribution == "none":
-        yield 1
+        yield Group(processes, 1, trainer.cluster)
         return
-    with backend.data_parallel() as replicas:
-        if batch_size % replicas:
+    batch_size = trainer.batch_size
+    with backend.data_parallel(processes.count) as replicas:
+        if batch_size % replicas or batch_size % processes.count:
             raise ConfigError(
                 f"trainer.batch_size={batch_size} does not split evenly over {replicas} "
                 f"devices; use a multiple of {replicas} (each device gets an equal share of "
                 "every batch)."
             )
-        log.info("data parallel over %d devices: %s", replicas, ", ".join(backend.devices()))
-        yield replicas
+        where = f" in {processes.count} processes" if processes.several else ""
+        log.info(
+            "data parallel over %d devices%s: %s", replicas, where, ", ".join(backend.devices())
+        )
+        group = Group(processes, replicas, trainer.cluster)
+        group.start_watch()
+        try:
+            yield group
+        except BaseException as error:
+            group.leave(f"{type(error).__name__}: {first_line(error)}")
+            raise
+        group.leave()

@@ -12,7 +12,7 @@ from flexseg import backend
 from flexseg.config.files import save_config
 from flexseg.config.parse import as_dict, parse
 from flexseg.config.schema import TrainConfig
-from flexseg.errors import DataError, TrainingError
+from flexseg.errors import DataError, PreemptedError, TrainingError
 from flexseg.metrics import segmentation_metrics
 from flexseg.runs import CHECKPOINTS, CONFIG_FILE, check_fresh, check_same_config, new_run_dir
 from flexseg.training.callbacks import (
@@ -21,12 +21,20 @@ from flexseg.training.callbacks import (
     StopOnNonFinite,
     build_callbacks,
 )
+from flexseg.training.distributed import Group
 from flexseg.training.logs import MLflowLog, TensorBoardLog
 from flexseg.training.plan import make_plan
 from flexseg.training.resume import ResumeState, StopOnSignal, read_resume_state, restore_model
-from flexseg.training.setup import Setup, build_optimizer, distribution_scope, precision_policy
+from flexseg.training.setup import (
+    Setup,
+    build_optimizer,
+    distribution_scope,
+    join,
+    precision_policy,
+)
 
 log = logging.getLogger("flexseg")
+FLEXSEG_ERRORS = (DataError, TrainingError, PreemptedError)  # raised by flexseg: no process lost
 
 
 def train(cfg: TrainConfig | Mapping, run_dir: str | Path | None = None) -> dict:
@@ -46,16 +54,17 @@ def train(cfg: TrainConfig | Mapping, run_dir: str | Path | None = None) -> dict
     >>> summary = train(load_config(["trainer.epochs=2"]), "outputs/try")
     """
     cfg = parse(TrainConfig, cfg)
-    run_dir = Path(run_dir or new_run_dir(cfg))
-    setup = Setup.of(cfg.trainer)
+    processes = join(cfg.trainer)  # several processes meet before anything computes
+    setup = Setup.of(cfg.trainer, processes)
     with (
         precision_policy(setup.precision),
-        distribution_scope(setup.distribution, cfg.trainer.batch_size) as replicas,
+        distribution_scope(setup.distribution, cfg.trainer, processes) as group,
     ):
-        return _train(cfg, run_dir, setup, replicas)
+        run_dir = group.shared_path(Path(run_dir or new_run_dir(cfg)))  # process 0's
+        return _train(cfg, run_dir, setup, group)
 
 
-def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, replicas: int) -> dict:
+def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, group: Group) -> dict:
     trainer = cfg.trainer
     restored = None
     if trainer.resume == "auto":
@@ -64,11 +73,14 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, replicas: int) -> dict
         check_fresh(run_dir)
     else:
         check_same_config(run_dir, cfg)
+    group.barrier()  # every process looked at the folder before process 0 writes into it
     backend.set_random_seed(cfg.seed)
-    plan = make_plan(cfg, run_dir, "nothing was trained")  # every problem, before any compute
-    log.info("plan:\n%s", plan.describe())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if restored is None:
+    # every problem, before any compute
+    plan = make_plan(cfg, run_dir, "nothing was trained", group.processes)
+    if group.main:
+        log.info("plan:\n%s", plan.describe())
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if restored is None and group.main:
         save_config(as_dict(cfg), run_dir / CONFIG_FILE)
 
     model, datasets = plan.model, plan.datasets
@@ -78,7 +90,7 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, replicas: int) -> dict
         metrics=segmentation_metrics(cfg.dataset.num_classes),
         jit_compile=setup.jit_compile,
     )
-    callbacks = build_callbacks(cfg, run_dir, datasets)
+    callbacks = build_callbacks(cfg, run_dir, datasets, group)
     history_files = next(c for c in callbacks if isinstance(c, HistoryFiles))
     initial_epoch = 0
     if restored is not None:
@@ -87,9 +99,11 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, replicas: int) -> dict
         initial_epoch = meta["epoch"]
         datasets["train"].epoch = initial_epoch  # batch order and augmentation go on from there
         history_files.load(initial_epoch)
-        log.info("resuming %s after epoch %d of %d", run_dir, initial_epoch, trainer.epochs)
-    callbacks.append(StopOnSignal(run_dir))
-    callbacks.append(ResumeState(run_dir / CHECKPOINTS, list(callbacks), restored))
+        if group.main:
+            log.info("resuming %s after epoch %d of %d", run_dir, initial_epoch, trainer.epochs)
+    group.attach(model, cfg.seed)
+    callbacks.append(StopOnSignal(run_dir, lambda received: group.soon(received, "signal")))
+    callbacks.append(ResumeState(run_dir / CHECKPOINTS, list(callbacks), restored, group.main))
     loggers = [c for c in callbacks if isinstance(c, (TensorBoardLog, MLflowLog))]
     start = time.monotonic()
     try:
@@ -101,7 +115,7 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, replicas: int) -> dict
             steps_per_epoch=trainer.steps_per_epoch,
             callbacks=callbacks,
             shuffle=False,  # the dataset shuffles itself, the same on every backend
-            verbose=trainer.verbose,
+            verbose=trainer.verbose if group.main else 0,
         )
     except BaseException as error:
         for logger in loggers:
@@ -110,6 +124,9 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, replicas: int) -> dict
             raise
         # A file damaged or removed after the check, raised as it is or (TensorFlow) wrapped.
         read = next((d.read_error for d in datasets.values() if d.read_error), None)
+        lost = None if isinstance(error, FLEXSEG_ERRORS) else group.explain(error)
+        if lost is not None:
+            raise lost from error
         if read is None and not isinstance(error, DataError):
             raise
         watch = next(c for c in callbacks if isinstance(c, StopOnNonFinite))
@@ -118,6 +135,7 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, replicas: int) -> dict
             f"{watch.kept()}."
         ) from error
     seconds = time.monotonic() - start
+    group.check_same_weights(model, "after training")
     checkpoints = next(c for c in callbacks if isinstance(c, Checkpoints))
     summary = {
         "run_dir": str(run_dir),
@@ -130,10 +148,12 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, replicas: int) -> dict
         "samples": {split: len(samples) for split, samples in plan.splits.items()},
         "params": model.count_params(),
         "precision": model.dtype_policy.name,
-        "replicas": replicas,
+        "replicas": group.replicas,
+        "processes": group.processes.count,
         "logging_seconds": {logger.name: round(logger.seconds, 3) for logger in loggers},
     }
-    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if group.main:
+        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     for logger in loggers:
         logger.close(summary=summary)
     return summary

@@ -173,9 +173,35 @@ def test_a_killed_worker_process_stops_the_loader_with_its_reason(samples):
                 ds[i]
 
 
+def test_processes_share_each_batch_in_one_process_order(samples):
+    """Each process of a training loads its consecutive part of every batch; together they
+    load what one process loads, in its order, also when the last batch is too small."""
+    spec, light = (
+        ReadSpec(image_size=(32, 32)),
+        build_augmentation([{"name": "HorizontalFlip", "p": 0.5}], (32, 32)),
+    )
+
+    def dataset(shard):
+        return SegmentationDataset(
+            samples["train"], 2, 4, spec, augment=light, shuffle=True, seed=3, shard=shard
+        )
+
+    one = dataset((0, 1))
+    parts = [dataset((rank, 3)) for rank in range(3)]
+    assert len(one.samples) % 4 == 2  # the last batch's 2 samples: for processes 0 and 1
+    assert [len(p) for p in parts] == [len(one), len(one), len(one) - 1]
+    for index in range(len(one)):
+        images, masks = one.batches.batch(2, index)
+        shared = [p.batches.batch(2, index) for p in parts if index < len(p)]
+        np.testing.assert_array_equal(np.concatenate([i for i, _ in shared]), images)
+        np.testing.assert_array_equal(np.concatenate([m for _, m in shared]), masks)
+    assert [len(p.batches.batch(2, 0)[0]) for p in parts] == [2, 1, 1]
+
+
 def test_workers_auto_leaves_one_core_to_training(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert resolve_workers("auto") == 3 and resolve_workers(0) == 0
+    assert resolve_workers("auto", sharing=2) == 1  # two training processes on these cores
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert resolve_workers("auto") == 0  # one core: load in the training process
 

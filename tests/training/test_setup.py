@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from flexseg import backend
+from flexseg.cluster import Processes
 from flexseg.config.compose import load_config
 from flexseg.errors import ConfigError
 from flexseg.models import FlexUNet
@@ -31,9 +32,9 @@ TOLERANCE = {"jax": 1e-5, "tensorflow": 3e-3}
 
 
 def test_two_devices_train_like_one_with_the_same_global_batch(tmp_path):
-    if backend.name() == "torch":  # Keras' torch trainer cannot be wrapped in DDP: refused
+    if backend.name() == "torch":  # one device per process (tests/training/test_processes.py)
         cfg = load_config([*TINY_RUN, "trainer.distribution=data_parallel"])
-        with pytest.raises(ConfigError, match="KERAS_BACKEND=jax or tensorflow"):
+        with pytest.raises(ConfigError, match="flexseg-launch --nproc <devices> train"):
             train(cfg, tmp_path / "run")
         assert not (tmp_path / "run").exists()
         return
@@ -55,11 +56,15 @@ def test_two_devices_train_like_one_with_the_same_global_batch(tmp_path):
     assert one[0]["loss"] != one[1]["loss"]  # it trained
 
 
-def test_auto_is_data_parallel_only_with_several_devices(monkeypatch):
+def test_auto_is_data_parallel_with_several_devices_or_processes(monkeypatch):
     monkeypatch.setattr(backend, "devices", lambda: ["cpu:0"])
     assert resolve_distribution("auto") == "none"
+    two = Processes(rank=1, count=2, coordinator="node01:12345", source="SLURM")
+    assert resolve_distribution("auto", two) == "data_parallel"
+    with pytest.raises(ConfigError, match="distribution=none, but this is process 1 of 2"):
+        resolve_distribution("none", two)
     monkeypatch.setattr(backend, "devices", lambda: ["cuda:0", "cuda:1"])
-    expected = "none" if backend.name() == "torch" else "data_parallel"
+    expected = "none" if backend.name() == "torch" else "data_parallel"  # torch: a process each
     assert resolve_distribution("auto") == expected
     assert resolve_distribution("none") == "none"
 
@@ -69,7 +74,7 @@ def test_a_batch_that_does_not_split_over_the_devices_is_refused(monkeypatch, tm
     def three_devices():
         yield 3
 
-    monkeypatch.setattr(backend, "data_parallel", three_devices)
+    monkeypatch.setattr(backend, "data_parallel", lambda processes: three_devices())
     cfg = load_config([*TINY_RUN, "trainer.distribution=data_parallel", "trainer.batch_size=8"])
     with pytest.raises(ConfigError, match=r"trainer.batch_size=8 .* multiple of 3"):
         train(cfg, tmp_path / "run")
