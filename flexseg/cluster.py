@@ -7,7 +7,9 @@ Found before any framework starts, from (first that applies):
    `torchrun` and `flexseg-launch` set them;
 3. a SLURM job step of several tasks (`srun`, or submitit's `tasks_per_node`): `SLURM_NTASKS`,
    `SLURM_PROCID`, `SLURM_LOCALID`, the first host of `SLURM_STEP_NODELIST`, and a port
-   derived from `SLURM_JOB_ID`, so that every job (each job of a sweep too) meets on its own.
+   derived from `SLURM_JOB_ID`, so that every job (each job of a sweep too) meets on its own;
+4. a job of several tasks of submitit's local executor (`hydra/launcher=submitit_local
+   hydra.launcher.tasks_per_node=2`, to try a sweep of multi-process jobs on one machine).
 
 Otherwise the training is one process.
 """
@@ -102,6 +104,16 @@ def find_processes(
             local_rank=_number(env, "SLURM_LOCALID", 0),
             coordinator=coordinator or f"{first_host(env['SLURM_STEP_NODELIST'])}:{port}",
             source="SLURM (SLURM_NTASKS, SLURM_PROCID)",
+        )
+    if _number(env, "SUBMITIT_LOCAL_NTASKS", 1) > 1 and "SUBMITIT_LOCAL_GLOBALID" in env:
+        port = PORT_BASE + _number(env, "SUBMITIT_LOCAL_JOB_ID") % PORT_SPAN
+        return Processes(
+            rank=_number(env, "SUBMITIT_LOCAL_GLOBALID"),
+            count=_number(env, "SUBMITIT_LOCAL_NTASKS"),
+            local_rank=_number(env, "SUBMITIT_LOCAL_LOCALID", 0),
+            local_count=_number(env, "SUBMITIT_LOCAL_NTASKS"),
+            coordinator=coordinator or f"127.0.0.1:{port}",
+            source="submitit's local executor (SUBMITIT_LOCAL_NTASKS)",
         )
     return ONE_PROCESS
 

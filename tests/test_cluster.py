@@ -42,6 +42,13 @@ def test_a_slurm_step_meets_on_its_first_node_and_a_port_of_its_own():
     assert other_job.port != found.port  # each job of a sweep meets on its own port
 
 
+def test_a_job_of_submitits_local_executor():
+    env = {"SUBMITIT_LOCAL_NTASKS": "2", "SUBMITIT_LOCAL_GLOBALID": "1",
+           "SUBMITIT_LOCAL_LOCALID": "1", "SUBMITIT_LOCAL_JOB_ID": "777"}  # fmt: skip
+    found = find_processes(environ=env)
+    assert (found.rank, found.count, found.coordinator) == (1, 2, f"127.0.0.1:{PORT_BASE + 777}")
+
+
 @pytest.mark.parametrize(
     ("nodelist", "host"),
     [("node001", "node001"), ("a1,b2", "a1"), ("gpu[07-09,12],cpu1", "gpu07"), ("n[3,5]", "n3")],

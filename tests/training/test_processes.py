@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -159,3 +160,25 @@ def test_other_commands_refuse_several_processes(tmp_path, monkeypatch):
     monkeypatch.setitem(os.environ, "RANK", "1")
     with pytest.raises(ConfigError, match="flexseg-evaluate runs as one process"):
         processes_of("evaluate", None)
+
+
+@faults
+def test_a_sweep_of_multi_process_jobs_meets_on_a_port_per_job(tmp_path):
+    """`-m` with jobs of two tasks each (submitit's local executor stands in for SLURM)."""
+    make_flat_dataset(tmp_path / "data", slices=10, size=(32, 32))
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "-m", "flexseg", "train", "-m", *RUN, "trainer.epochs=1",
+         f"dataset.root={tmp_path / 'data'}", "seed=0,1", "hydra/launcher=submitit_local",
+         "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=10",
+         f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    ports = set()
+    for job in ("0", "1"):
+        assert '"processes": 2' in (sweep / job / "train_summary.json").read_text()
+        log = (sweep / job / "train.log").read_text()
+        ports |= set(re.findall(r"meeting at 127\.0\.0\.1:(\d+)", log))
+    assert len(ports) == 2  # each job its own rendezvous
+    assert (sweep / "sweep_summary.md").is_file()
