@@ -103,6 +103,12 @@ def stats(cfg: StatsConfig, run_dir: Path) -> None:
             f"sizes {s['image_sizes_wxh']}, {s['fraction_with_foreground']:.0%} with foreground, "
             f"class pixel fractions {classes}"
         )
+        if s["groups_with_copied_channels"]:
+            print(
+                f"{split}: {len(s['groups_with_copied_channels'])} group(s) whose image channels "
+                "are copies of each other (one sequence standing in for missing ones): "
+                + ", ".join(s["groups_with_copied_channels"])
+            )
     print(report.summary())
     print("wrote " + ", ".join(str(p) for p in paths))
     if report.unknown:
@@ -158,6 +164,17 @@ def format_evaluation(summary: dict) -> str:
 
     lines = [f"{summary['split']}: {summary['images']} images, {summary['volumes']} volumes"]
     lines += [f"  {k:<22} {summary[k]:.4f}" for k in HEADLINE]
+    missed = summary["volumes_missed"]
+    lines.append(
+        f"  {'volumes_missed':<22} {len(missed)} of {summary['volumes_with_foreground']} with "
+        "foreground got no prediction" + (f": {', '.join(missed)}" if missed else "")
+    )
+    lines.append(
+        f"  {'lesions':<22} {summary['lesions_detected']} detected, "
+        f"{summary['lesions_missed']} missed, {summary['lesions_false']} false"
+    )
+    worst = ", ".join(f"{g} {d:.3f}" for g, d in summary["worst_volumes"].items())
+    lines.append(f"  {'lowest volume Dice':<22} {worst}")
     lines.append(f"  written to {summary['written_to']}")
     return "\n".join(lines)
 

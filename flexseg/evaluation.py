@@ -3,7 +3,10 @@
 Reports what the field reports: the micro foreground Dice over all pixels of the split, the
 mean Dice per image over images with foreground, the mean and median Dice per volume (the
 images of one group, i.e. one patient, pooled: the standard per-patient DSC), per-class Dice
-and IoU, pixel accuracy, and the mean HD95 per volume in pixels.
+and IoU, pixel accuracy, and the mean HD95 per volume in pixels. And the failures a mean
+hides: the volumes with foreground that got no prediction at all, lesion-wise detection
+(lesions found, missed and predicted where there is none, and the lesion F1), and the volumes
+with the lowest Dice.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from flexseg.data.sources import Sample, by_group, find_samples, folder_samples,
 from flexseg.errors import ConfigError, DataError, PreflightError
 from flexseg.inference import Predictor, grouped_reads
 from flexseg.losses import build_loss
-from flexseg.metrics import counts_np, dice_np, hd95, iou_np
+from flexseg.metrics import counts_np, dice_np, hd95, iou_np, lesion_counts, lesion_f1
 from flexseg.progress import progress_bar
 from flexseg.runs import load_run
 
+WORST = 5  # volumes listed by lowest Dice
 # The numbers an evaluation leads with, in the order commands print them.
 HEADLINE = (
     "fg_dice",
@@ -39,6 +43,7 @@ HEADLINE = (
     "fg_dice_volume_mean",
     "fg_dice_volume_median",
     "hd95_volume_mean_px",
+    "lesion_f1",
     "pixel_accuracy",
     "loss",
 )
@@ -117,19 +122,35 @@ def evaluate_samples(
         truth, pred = volume["truth"], volume["pred"]
         if len({t.shape for t in truth}) == 1:  # slices of a volume, stacked in name order
             distance = hd95(np.stack(truth), np.stack(pred))
-        else:  # slices of different sizes: the mean of the per-slice distances
+            lesions = lesion_counts(np.stack(truth), np.stack(pred))
+        else:  # slices of different sizes: per-slice distances' mean, lesions' sum
             per_slice = np.array([hd95(t, p) for t, p in zip(truth, pred, strict=True)])
             finite = per_slice[np.isfinite(per_slice)]
             distance = float(finite.mean()) if finite.size else math.nan
+            lesions = sum(lesion_counts(t, p) for t, p in zip(truth, pred, strict=True))
         per_volume[group] = {
             "images": len(truth),
             "fg_dice": _fg_dice(volume["counts"]),
             "hd95_px": distance,
+            "has_foreground": any(t.any() for t in truth),
+            "predicted_foreground": any(p.any() for p in pred),
+            **dict(
+                zip(
+                    ("lesions_detected", "lesions_missed", "lesions_false"),
+                    map(int, lesions),
+                    strict=True,
+                )
+            ),
+            "lesion_f1": lesion_f1(lesions),
         }
     volume_dice = [v["fg_dice"] for v in per_volume.values()]
     volume_hd = [v["hd95_px"] for v in per_volume.values() if not math.isnan(v["hd95_px"])]
     with_fg = [r["fg_dice"] for r in rows if r["has_foreground"]]
     dice, iou = dice_np(total), iou_np(total)
+    lesions = np.array(
+        [[v[f"lesions_{k}"] for k in ("detected", "missed", "false")] for v in per_volume.values()]
+    ).sum(0)
+    worst = sorted(per_volume, key=lambda g: (per_volume[g]["fg_dice"], natural_key(g)))
     summary = {
         "loss": losses.mean(),
         "images": len(rows),
@@ -141,6 +162,21 @@ def evaluate_samples(
         "fg_dice_volume_median": float(np.median(volume_dice)),
         "hd95_volume_mean_px": float(np.mean(volume_hd)) if volume_hd else float("nan"),
         "hd95_volumes_undefined": len(per_volume) - len(volume_hd),
+        "volumes_with_foreground": sum(v["has_foreground"] for v in per_volume.values()),
+        # volumes with foreground where the model predicted none at all
+        "volumes_missed": sorted(
+            (
+                g
+                for g, v in per_volume.items()
+                if v["has_foreground"] and not v["predicted_foreground"]
+            ),
+            key=natural_key,
+        ),
+        "lesions_detected": int(lesions[0]),
+        "lesions_missed": int(lesions[1]),
+        "lesions_false": int(lesions[2]),
+        "lesion_f1": lesion_f1(lesions),
+        "worst_volumes": {g: per_volume[g]["fg_dice"] for g in worst[:WORST]},
         "pixel_accuracy": float(total[:, 0].sum() / max(total[:, [0, 2]].sum(), 1)),
         "per_class": {
             n: {"dice": float(d), "iou": float(i)} for n, d, i in zip(names, dice, iou, strict=True)
@@ -188,7 +224,9 @@ def write_evaluation(out_dir: str | Path, summary: dict, rows: list[dict]) -> li
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "evaluation.json"
     json_path.write_text(json.dumps(summary, indent=2))
-    flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+    # lists (the missed volumes' names) as their length; the names are in the JSON
+    flat = {k: len(v) if isinstance(v, list) else v for k, v in summary.items()}
+    flat = {k: v for k, v in flat.items() if not isinstance(v, dict)}
     for name, values in summary["per_class"].items():
         flat[f"dice_{name}"] = values["dice"]
         flat[f"iou_{name}"] = values["iou"]

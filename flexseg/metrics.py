@@ -170,6 +170,36 @@ def surface_distances(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.concatenate([to_truth[bp], to_pred[bt]])
 
 
+def lesion_counts(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Lesion-wise detection: [detected, missed, false] for two boolean masks of one shape.
+
+    A lesion is a connected component of the truth (its pixels touch by a face: 4 neighbours
+    in a 2-D slice, 6 in a 3-D volume of stacked slices). It is detected when the prediction
+    covers any of its pixels, else missed; a connected component of the prediction that
+    touches no lesion is a false one.
+    """
+    if not truth.any() and not pred.any():
+        return np.zeros(3, np.int64)
+    either = np.argwhere(truth | pred)  # only the box around both masks matters
+    box = tuple(slice(a, b + 1) for a, b in zip(either.min(0), either.max(0), strict=True))
+    truth, pred = truth[box], pred[box]
+    lesions, found = ndimage.label(truth)
+    blobs, predicted = ndimage.label(pred)
+    overlap = truth & pred
+    detected = np.count_nonzero(np.unique(lesions[overlap]))
+    touching = np.count_nonzero(np.unique(blobs[overlap]))
+    return np.array([detected, found - detected, predicted - touching], np.int64)
+
+
+def lesion_f1(counts: np.ndarray) -> float:
+    """F1 of lesion detection from [detected, missed, false]; 1.0 with no lesion and no
+    false one."""
+    detected, missed, false = (int(c) for c in counts)
+    if detected + missed + false == 0:
+        return 1.0
+    return 2 * detected / (2 * detected + missed + false)
+
+
 def hd95(truth: np.ndarray, pred: np.ndarray) -> float:
     """95th percentile symmetric Hausdorff distance, in pixels, of two boolean masks.
 

@@ -89,3 +89,41 @@ def test_new_data_that_does_not_fit_the_run_is_refused(trained, tmp_path):
         evaluate({"run_dir": str(run_dir), "data": {"root": str(tmp_path / "new"), "name": "test"}})
     with pytest.raises(DataError, match="is not a folder"):
         evaluate({"run_dir": str(run_dir), "data": {"root": str(tmp_path / "nowhere")}})
+
+
+@pytest.mark.once
+def test_failures_a_mean_hides_are_reported(tmp_path):
+    """A volume with no prediction, a false lesion and the lowest Dice, named in the summary."""
+    from types import SimpleNamespace
+
+    from flexseg.data import find_samples
+    from flexseg.data.reading import ReadSpec
+    from flexseg.evaluation import evaluate_samples
+    from tests.helpers import dataset_config, make_flat_dataset
+
+    make_flat_dataset(tmp_path, groups=("p01", "p02", "p03", "p04"), slices=3, size=(32, 32))
+    split = {"groups": {"train": ["p04"], "test": ["p01", "p02", "p03"]}}
+    samples = find_samples(dataset_config(tmp_path, split=split), 0)["test"]
+
+    class Oracle:  # p01 predicted exactly, p02 not at all, p03 with a false blob
+        spec, batch_size = ReadSpec(), 4
+
+        def predict_many(self, items):
+            for _, _, (sample, truth) in items:
+                pred = {"p01": truth, "p02": np.zeros_like(truth)}.get(sample.group)
+                if pred is None:
+                    pred = truth.copy()
+                    pred[:3, :3] = 1
+                job = SimpleNamespace(item=(sample, truth), outputs=None, fit_mask=lambda t: t)
+                yield np.eye(2)[pred], job
+
+    summary, _ = evaluate_samples(Oracle(), samples, ["background", "lesion"], None)
+    assert summary["volumes_with_foreground"] == 3
+    assert summary["volumes_missed"] == ["p02"]
+    assert list(summary["worst_volumes"]) == ["p02", "p03", "p01"]
+    assert summary["worst_volumes"]["p02"] == 0.0 and summary["worst_volumes"]["p01"] == 1.0
+    volumes = summary["per_volume"]
+    assert volumes["p01"]["lesion_f1"] == 1.0 and volumes["p02"]["lesions_detected"] == 0
+    assert volumes["p02"]["lesions_missed"] >= 1 and volumes["p03"]["lesions_false"] == 1
+    detected = sum(v["lesions_detected"] for v in volumes.values())
+    assert summary["lesions_detected"] == detected and 0 < summary["lesion_f1"] < 1

@@ -11,6 +11,8 @@ from flexseg.metrics import (
     dice_np,
     hd95,
     iou_np,
+    lesion_counts,
+    lesion_f1,
     segmentation_metrics,
 )
 
@@ -89,6 +91,29 @@ def test_metric_names_say_what_they_are():
         "dice_class_2",
         "pixel_accuracy",
     ]
+
+
+@pytest.mark.once
+def test_lesion_counts_on_hand_made_masks():
+    truth = np.zeros((2, 12, 12), bool)
+    truth[0, 1:3, 1:3] = True  # lesion A: found
+    truth[1, 1:3, 1:3] = True  # ... the same lesion on the next slice (a face neighbour)
+    truth[0, 8:10, 8:10] = True  # lesion B: missed
+    truth[1, 5, 9] = True  # lesion C, one pixel: found by a touch
+    pred = np.zeros_like(truth)
+    pred[1, 2:4, 2:4] = True  # overlaps A
+    pred[1, 5:7, 9] = True  # covers C and goes on
+    pred[0, 5:7, 4:6] = True  # touches nothing: false
+    pred[1, 10, 1] = True  # touches nothing: false
+    assert lesion_counts(truth, pred).tolist() == [2, 1, 2]
+    assert lesion_f1(lesion_counts(truth, pred)) == pytest.approx(4 / (4 + 1 + 2))
+    # Diagonal neighbours are separate lesions; slices apart count apart in 2-D.
+    diagonal = np.zeros((6, 6), bool)
+    diagonal[1, 1] = diagonal[2, 2] = True
+    assert lesion_counts(diagonal, np.zeros_like(diagonal)).tolist() == [0, 2, 0]
+    assert lesion_counts(diagonal, diagonal).tolist() == [2, 0, 0]
+    empty = np.zeros((4, 4), bool)
+    assert lesion_counts(empty, empty).tolist() == [0, 0, 0] and lesion_f1(np.zeros(3)) == 1.0
 
 
 def test_hd95_of_a_shifted_square_and_empty_cases():

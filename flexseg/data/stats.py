@@ -13,14 +13,16 @@ from flexseg.config.schema import DatasetConfig
 from flexseg.data.build import colormap_of
 from flexseg.data.masks import MaskReport, decode_mask
 from flexseg.data.reading import read_image
-from flexseg.data.sources import Sample
+from flexseg.data.sources import Sample, natural_key
 
 
 def dataset_statistics(
     dataset: DatasetConfig, splits: Mapping[str, list[Sample]]
 ) -> tuple[dict, MaskReport]:
-    """Per split: image and group counts, image sizes, class pixel frequencies and the share of
-    images with any foreground. Masks are read at their own size, one at a time.
+    """Per split: image and group counts, image sizes, class pixel frequencies, the share of
+    images with any foreground, and the groups whose image channels are copies of each other
+    (a scan missing sequences, whose one sequence was copied into every channel). Masks are
+    read at their own size, one at a time.
 
     Returns:
         The statistics as a JSON-ready dict, and the report of blended and unknown colours.
@@ -31,11 +33,15 @@ def dataset_statistics(
     result = {}
     for split, samples in splits.items():
         sizes, pixels, with_fg = Counter(), np.zeros(num_classes, np.int64), 0
+        copies: dict[str, list[bool]] = {}  # per group: each non-blank image's channels equal?
         for sample in samples:
             mask, found = decode_mask(sample.mask, num_classes, cmap, dataset.max_pixels)
             report.update(found)
-            image = read_image(sample.image, dataset.channels, dataset.max_pixels)
+            image = read_image(sample.image, None, dataset.max_pixels)  # the file's channels
             sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
+            if image.shape[-1] > 1 and image.any():
+                same = bool((image == image[..., :1]).all())
+                copies.setdefault(sample.group, []).append(same)
             pixels += np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
             with_fg += bool((mask > 0).any())
         total = max(int(pixels.sum()), 1)
@@ -47,6 +53,9 @@ def dataset_statistics(
                 n: float(p / total) for n, p in zip(names, pixels, strict=True)
             },
             "fraction_with_foreground": with_fg / len(samples) if samples else 0.0,
+            "groups_with_copied_channels": sorted(
+                (g for g, same in copies.items() if all(same)), key=natural_key
+            ),
         }
     return result, report
 

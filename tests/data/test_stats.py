@@ -55,3 +55,19 @@ def test_unknown_colours_are_reported_by_file(tmp_path):
     _, report = dataset_statistics(cfg, find_samples(cfg, seed=0))
     assert report.unknown == {(0, 200, 0): 3}
     assert list(report.unknown_files) == [str(tmp_path / "masks" / "p02_z000.png")]
+
+
+def test_groups_whose_channels_are_copies_are_named(tmp_path):
+    """lgg's scans without T1 sequences carry FLAIR in all three channels: named per split."""
+    make_flat_dataset(tmp_path, slices=2, size=(16, 16))
+    rng = np.random.default_rng(0)
+    for group, copied in (("p01", True), ("p02", False), ("p03", True)):
+        for z in range(2):
+            flair = rng.integers(1, 255, (16, 16), dtype=np.uint8)
+            rgb = np.stack([flair] * 3 if copied else [flair, flair // 2, 255 - flair], -1)
+            write_png(tmp_path / "images" / f"{group}_z{z:03d}.png", rgb)
+    write_png(tmp_path / "images" / "p02_z001.png", np.zeros((16, 16, 3), np.uint8))  # blank
+    cfg = binary_dataset(tmp_path)
+    stats, _ = dataset_statistics(cfg, find_samples(cfg, seed=0))
+    assert stats["train"]["groups_with_copied_channels"] == ["p01"]
+    assert stats["test"]["groups_with_copied_channels"] == ["p03"]
