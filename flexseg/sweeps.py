@@ -1,4 +1,6 @@
-"""The summary of a sweep (`flexseg-train -m ...`): one row per run, as CSV and Markdown."""
+"""The summary of a sweep (`flexseg-train -m ...`): one row per run, as CSV and Markdown; and,
+for the runs of a cross-validation (`dataset.split.folds`), each fold's validation Dice and
+their mean and standard deviation."""
 
 from __future__ import annotations
 
@@ -6,6 +8,10 @@ import csv
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import numpy as np
+
+from flexseg.config.files import read_config
 
 COLUMNS = [
     "job",
@@ -78,4 +84,49 @@ def write_sweep_summary(
     lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in rows]
     md_path = sweep_dir / "sweep_summary.md"
     md_path.write_text("\n".join(lines) + "\n")
+    return [csv_path, md_path, *write_cv_summary(sweep_dir, rows)]
+
+
+CV_COLUMNS = ["setting", "folds", "fold", "job", "best_val_fg_dice", "test_fg_dice_volume_mean"]
+
+
+def write_cv_summary(sweep_dir: Path, rows: Sequence[dict]) -> list[Path]:
+    """`cv_summary.csv` and `.md` beside the sweep summary when its runs are folds of a
+    cross-validation: per setting (the overrides besides the fold), each fold's best
+    validation Dice, and mean +- sd (sample standard deviation) over the folds."""
+    settings: dict[str, list[dict]] = {}
+    for row in rows:
+        split = read_config(Path(row["run_dir"]) / "config.yaml")["dataset"]["split"]
+        if not split.get("folds"):
+            continue
+        setting = " ".join(
+            o for o in row["overrides"].split() if not o.startswith("dataset.split.fold=")
+        )
+        settings.setdefault(setting, []).append(
+            {"setting": setting, "folds": split["folds"], "fold": split["fold"], **row}
+        )
+    if not settings:
+        return []
+    csv_path, md_path = sweep_dir / "cv_summary.csv", sweep_dir / "cv_summary.md"
+    lines = ["# Cross-validation", ""]
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for setting, folds in settings.items():
+            folds.sort(key=lambda r: r["fold"])
+            writer.writerows(folds)
+            dice = np.array([r["best_val_fg_dice"] or np.nan for r in folds], float)
+            spread = float(dice.std(ddof=1)) if len(dice) > 1 else 0.0
+            count = folds[0]["folds"]
+            lines += [
+                f"## {setting or 'the sweep'}: {len(folds)} of {count} folds",
+                "",
+                "| fold | job | best val_fg_dice |",
+                "|---|---|---|",
+                *(f"| {r['fold']} | {r['job']} | {r['best_val_fg_dice']:.4f} |" for r in folds),
+                "",
+                f"val_fg_dice over the folds: {dice.mean():.4f} +- {spread:.4f}",
+                "",
+            ]
+    md_path.write_text("\n".join(lines))
     return [csv_path, md_path]

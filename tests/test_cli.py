@@ -146,6 +146,20 @@ def test_a_sweep_runs_every_combination_and_writes_a_summary(tmp_path):
 
 
 @pytest.mark.once
+def test_a_cross_validation_sweep_validates_each_patient_once_and_summarises(tmp_path):
+    sweep = multirun(tmp_path, "dataset.split.folds=3", "dataset.split.fold=0,1,2")
+    valid = [yaml.safe_load((sweep / job / "config.yaml").read_text()) for job in "012"]
+    assert [c["dataset"]["split"]["fold"] for c in valid] == [0, 1, 2]
+    with (sweep / "cv_summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["fold"], r["job"]) for r in rows] == [("0", "0"), ("1", "1"), ("2", "2")]
+    dice = np.array([float(r["best_val_fg_dice"]) for r in rows])
+    table = (sweep / "cv_summary.md").read_text()
+    assert "3 of 3 folds" in table
+    assert f"{dice.mean():.4f} +- {dice.std(ddof=1):.4f}" in table
+
+
+@pytest.mark.once
 def test_an_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
     sweep = multirun(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2")
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())

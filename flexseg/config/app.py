@@ -138,3 +138,5 @@ class SweepSummary(Callback):
         }
         paths = write_sweep_summary(sweep, overrides)
         print(f"sweep summary: {paths[1]}")
+        if len(paths) > 2:
+            print(f"cross-validation summary: {paths[3]}")

@@ -88,6 +88,10 @@ class SplitConfig(Section):
     # Share of each training group's slices held out (as one contiguous block) for validation.
     holdout_fraction: float = rule(0.0, _fraction(False, True), "in [0, 1)")
     seed: int | None = None  # defaults to the run's seed
+    # Cross-validation by patient: the groups outside test are dealt into `folds` seeded folds
+    # and fold `fold` validates; flexseg-train -m dataset.split.fold=0,1,2,3,4 runs them all.
+    folds: int | None = rule(None, lambda n: n is None or n >= 2, ">= 2 or null")
+    fold: int = rule(0, lambda n: n >= 0, ">= 0")
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 
 from flexseg.config.schema import SPLITS, DatasetConfig
 from flexseg.data.pairing import Pair, find_pairs
-from flexseg.data.splits import group_of, split_groups
+from flexseg.data.splits import fold_groups, group_of, split_groups
 from flexseg.errors import ConfigError, DataError
 
 T = TypeVar("T")
@@ -76,6 +76,11 @@ def find_samples(
             problems.extend(found_problems)
         return result
 
+    if dataset.split.folds and (dataset.layout == "splits" or dataset.split.holdout_fraction):
+        raise ConfigError(
+            "dataset.split.folds deals whole groups into folds: it needs dataset.layout=flat "
+            "and dataset.split.holdout_fraction=0."
+        )
     if dataset.layout == "splits":
         if not (root / "train").exists():
             raise DataError(f"{root / 'train'} is missing; the splits layout needs train/.")
@@ -92,13 +97,16 @@ def find_samples(
         )
     samples = folder_samples(dataset, root, found_problems)
     rule = dataset.split
+    split_seed = seed if rule.seed is None else rule.seed
     try:
         assignment = split_groups(
             [s.group for s in samples],
             split_groups=rule.groups or None,
             fractions=rule.fractions or None,
-            seed=seed if rule.seed is None else rule.seed,
+            seed=split_seed,
         )
+        if rule.folds:
+            assignment = fold_groups(assignment, rule.folds, rule.fold, split_seed)
     except (ConfigError, DataError) as error:
         if not found_problems:
             raise

@@ -27,6 +27,35 @@ def group_of(name: str, pattern: str | re.Pattern) -> str:
     return match.group(1) if pattern.groups else match.group(0)
 
 
+def fold_groups(
+    assignment: Mapping[str, Sequence[str]], folds: int, fold: int, seed: int = 0
+) -> dict[str, list[str]]:
+    """Cross-validation: the groups of train and valid dealt into `folds` seeded folds of
+    (nearly) equal size; fold `fold` becomes valid, the others train, test stays as it is.
+
+    The deal depends on the groups and the seed only, so the K runs of one cross-validation
+    (same seed, `fold` = 0 ... K-1) validate on disjoint groups that together are all of them.
+    """
+    pool = sorted([*assignment.get("train", ()), *assignment.get("valid", ())])
+    if not 0 <= fold < folds:
+        raise ConfigError(
+            f"dataset.split.fold={fold} is not a fold of dataset.split.folds={folds}; use 0 to "
+            f"{folds - 1}."
+        )
+    if folds > len(pool):
+        raise ConfigError(
+            f"dataset.split.folds={folds} but only {len(pool)} groups are outside the test "
+            "split; use at most that many folds."
+        )
+    order = np.random.default_rng(np.random.SeedSequence([seed, folds])).permutation(len(pool))
+    chosen = {pool[i] for i in np.array_split(order, folds)[fold]}
+    return {
+        "train": sorted(g for g in pool if g not in chosen),
+        "valid": sorted(chosen),
+        "test": sorted(assignment.get("test", ())),
+    }
+
+
 def split_groups(
     groups: Sequence[str],
     split_groups: Mapping[str, Sequence[str]] | None = None,

@@ -79,3 +79,38 @@ def test_split_layout(tmp_path):
         make_flat_dataset(tmp_path / split, groups=(f"{split}1",), slices=2)
     splits = find_samples(dataset_config(tmp_path, layout="splits", group_regex=None), seed=0)
     assert {k: len(v) for k, v in splits.items()} == {"train": 2, "valid": 2, "test": 2}
+
+
+def test_folds_partition_the_groups_outside_test_with_no_leak(tmp_path):
+    groups = [f"p{i:02d}" for i in range(11)]
+    make_flat_dataset(tmp_path, groups=groups, slices=2, size=(8, 8))
+    split = {"fractions": {"train": 0.8, "test": 0.2}, "folds": 4}
+    runs = [
+        find_samples(dataset_config(tmp_path, split={**split, "fold": k}), seed=3) for k in range(4)
+    ]
+    named = [{k: {s.group for s in v} for k, v in splits.items()} for splits in runs]
+    test = named[0]["test"]
+    assert len(test) == 2 and all(n["test"] == test for n in named)  # fixed, in no fold
+    valid = [n["valid"] for n in named]
+    assert sorted(g for v in valid for g in v) == sorted(set(groups) - test)  # each once
+    assert sorted(len(v) for v in valid) == [2, 2, 2, 3]
+    for n in named:
+        assert not n["train"] & n["valid"] and not (n["train"] | n["valid"]) & test
+        assert n["train"] | n["valid"] | test == set(groups)
+    again = find_samples(dataset_config(tmp_path, split={**split, "fold": 1}), seed=3)
+    assert {s.group for s in again["valid"]} == valid[1]  # the same deal every time
+
+
+@pytest.mark.parametrize(
+    ("split", "message"),
+    [
+        ({"folds": 4, "fold": 4}, r"fold=4 is not a fold of dataset.split.folds=4"),
+        ({"folds": 9}, r"folds=9 but only 2 groups are outside the test split"),
+        ({"folds": 2, "holdout_fraction": 0.2}, "needs dataset.layout=flat and .*holdout"),
+    ],
+)
+def test_bad_fold_settings(tmp_path, split, message):
+    make_flat_dataset(tmp_path, groups=("p01", "p02", "p03"), slices=2, size=(8, 8))
+    rule = {"groups": {"train": ["p01", "p02"], "test": ["p03"]}, **split}
+    with pytest.raises(ConfigError, match=message):
+        find_samples(dataset_config(tmp_path, split=rule), seed=0)
