@@ -29,11 +29,11 @@ from flexseg.data.masks import ColorMap, decode_mask
 from flexseg.data.reading import read_image
 from flexseg.data.sources import Sample, by_group, find_samples, folder_samples, natural_key
 from flexseg.errors import ConfigError, DataError, PreflightError
-from flexseg.inference import Predictor, grouped_reads
+from flexseg.inference import Predictor, grouped_reads, predictor_of
 from flexseg.losses import build_loss
 from flexseg.metrics import counts_np, dice_np, hd95, iou_np, lesion_counts, lesion_f1
 from flexseg.progress import progress_bar
-from flexseg.runs import load_run
+from flexseg.runs import ensemble_dir, load_runs
 
 WORST = 5  # volumes listed by lowest Dice
 # The numbers an evaluation leads with, in the order commands print them.
@@ -250,7 +250,10 @@ def evaluate(cfg: EvaluateConfig | Mapping) -> dict:
     Uses the run's own config, preprocessing and colour map, and its checkpoint
     (`cfg.checkpoint`, default the run's `trainer.select_checkpoint`); writes
     `evaluation/<split>/` in the run (`<split>_<checkpoint>` for the checkpoint the run did not
-    select), or `evaluation/<data.name>/` for new data.
+    select), or `evaluation/<data.name>/` for new data. Several runs (`run_dir` a list, or a
+    sweep folder) are scored as an ensemble, the mean of their probabilities, into
+    `<their folder>/ensemble/evaluation/<split>/`; they must read images alike and predict
+    the same classes, and, for a split, hold the same images in it.
 
     Args:
         cfg: an `EvaluateConfig`, or a dict of the same keys.
@@ -259,12 +262,21 @@ def evaluate(cfg: EvaluateConfig | Mapping) -> dict:
         The summary, with the loss and the folder it was written to.
     """
     cfg = parse(EvaluateConfig, cfg)
-    run = load_run(cfg.run_dir, cfg.checkpoint)
+    runs = load_runs(cfg.run_dir, cfg.checkpoint)
+    run = runs[0]
     problems: list[str] = []  # every problem of the files in one report
     if cfg.data.root is None:
         dataset, name = run.cfg.dataset, cfg.split
         splits = find_samples(dataset, run.cfg.seed, problems)
         samples = splits.get(cfg.split, [])
+        for other in runs[1:]:
+            theirs = find_samples(other.cfg.dataset, other.cfg.seed).get(cfg.split, [])
+            if {s.image for s in theirs} != {s.image for s in samples}:
+                raise ConfigError(
+                    f"the {cfg.split} split of {other.run_dir} holds other images than that of "
+                    f"{run.run_dir}; an ensemble is scored on one split of the same images "
+                    "(runs of one cross-validation share theirs), or on data.root=<folder>."
+                )
         if not samples and not problems:
             raise DataError(f"split {cfg.split!r} of dataset {dataset.name} has no images")
     else:
@@ -288,20 +300,23 @@ def evaluate(cfg: EvaluateConfig | Mapping) -> dict:
     for sample in (s for split in splits.values() for s in split):
         if sample.group in groups and sample.image not in wanted:
             others.setdefault(sample.group, []).append(sample.image)
-    from_logits = run.cfg.model.from_logits
-    loss = build_loss(run.cfg.loss, dataset.num_classes, from_logits)
-    predictor = Predictor(
-        run.model, spec, cfg.tta, batch_size=cfg.batch_size, from_logits=from_logits
-    )
+    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size)
+    # The run's own loss; an ensemble's mean probabilities are no one model's output.
+    loss = None
+    if len(runs) == 1:
+        loss = build_loss(run.cfg.loss, dataset.num_classes, run.cfg.model.from_logits)
     summary, rows = evaluate_samples(
         predictor, samples, dataset.names, colormap, others, loss, run.cfg.trainer.batch_size
     )
     summary = {"split": name, "checkpoint": run.checkpoint, "tta": predictor.tta, **summary}
+    if len(runs) > 1:
+        summary["runs"] = [str(r.run_dir) for r in runs]
     if cfg.data.root is not None:
         summary["data_root"] = str(dataset.root)
     elif not run.selected:
         name = f"{name}_{run.checkpoint}"
-    out_dir = run.run_dir / "evaluation" / name
+    home = run.run_dir if len(runs) == 1 else ensemble_dir(runs)
+    out_dir = home / "evaluation" / name
     write_evaluation(out_dir, summary, rows)
     summary["written_to"] = str(out_dir)
     return summary

@@ -44,7 +44,7 @@ from flexseg.data.splits import group_of
 from flexseg.errors import DataError, PreflightError
 from flexseg.plots import overlay
 from flexseg.progress import progress_bar
-from flexseg.runs import load_run
+from flexseg.runs import Run, ensemble_dir, load_runs
 
 
 def gaussian_weights(height: int, width: int, sigma_scale: float = 0.125) -> np.ndarray:
@@ -404,10 +404,53 @@ def grouped_reads(
             yield item, data, stats
 
 
+class Ensemble:
+    """The mean of the class probabilities of several predictors of one way of reading images
+    (the runs of a cross-validation, say), with `Predictor.predict_many`'s interface.
+
+    Each predictor takes `batch_size` images at a time (with its own test-time augmentation
+    and tiling); the jobs it yields are the first predictor's.
+    """
+
+    def __init__(self, predictors: Sequence[Predictor]):
+        self.predictors = list(predictors)
+        first = self.predictors[0]
+        self.spec, self.tta, self.batch_size = first.spec, first.tta, first.batch_size
+
+    def predict_many(
+        self, images: Iterable[tuple[np.ndarray, IntensityStats | None, Any]]
+    ) -> Iterator[tuple[np.ndarray, Job]]:
+        chunk = []
+        for image in images:
+            chunk.append(image)
+            if len(chunk) == self.batch_size:
+                yield from self._mean(chunk)
+                chunk = []
+        yield from self._mean(chunk)
+
+    def _mean(self, chunk: list) -> Iterator[tuple[np.ndarray, Job]]:
+        each = [list(predictor.predict_many(chunk)) for predictor in self.predictors]
+        for results in zip(*each, strict=True):
+            yield np.mean([probs for probs, _ in results], axis=0), results[0][1]
+
+
+def predictor_of(runs: Sequence[Run], spec: ReadSpec, tta: str, batch_size: int):
+    """A `Predictor` of one run, or the `Ensemble` of several."""
+    predictors = [
+        Predictor(
+            run.model, spec, tta, batch_size=batch_size, from_logits=run.cfg.model.from_logits
+        )
+        for run in runs
+    ]
+    return predictors[0] if len(predictors) == 1 else Ensemble(predictors)
+
+
 def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
     """Predicts `cfg.input` (a folder, an image, a list file or a list of images) with a
     training run's checkpoint (`cfg.checkpoint`, default the run's choice) into `cfg.output`
-    (default `<run_dir>/predictions`).
+    (default `<run_dir>/predictions`). Several runs (`run_dir` a list, or a sweep folder)
+    predict as an ensemble: the mean of their probabilities (default output
+    `<their folder>/ensemble/predictions`).
 
     Images of one group (the dataset's `group_regex` on the file name) share intensity
     statistics, as in training; `overwrite`, `tta`, `batch_size` and `save_probabilities`
@@ -417,7 +460,8 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
         cfg: an `InferConfig`, or a dict of the same keys.
     """
     cfg = parse(InferConfig, cfg)
-    run = load_run(cfg.run_dir, cfg.checkpoint)
+    runs = load_runs(cfg.run_dir, cfg.checkpoint)
+    run = runs[0]
     dataset = run.cfg.dataset
     spec = read_spec(dataset, run.model.size_multiple)
     images = find_inputs(cfg.input)
@@ -432,11 +476,10 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
             )
         except DataError:
             groups[path] = path.stem  # a file of no known group is its own group
-    predictor = Predictor(
-        run.model, spec, cfg.tta, batch_size=cfg.batch_size, from_logits=run.cfg.model.from_logits
-    )
+    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size)
     colormap = colormap_of(dataset) or ColorMap.default(dataset.num_classes)
-    output = Path(cfg.output) if cfg.output else run.run_dir / "predictions"
+    home = run.run_dir if len(runs) == 1 else ensemble_dir(runs)
+    output = Path(cfg.output) if cfg.output else home / "predictions"
     return predict_files(
         predictor,
         images,

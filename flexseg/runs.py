@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,3 +141,63 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> Run:
             "put the run's own checkpoint back or use its run_dir."
         )
     return Run(run_dir, cfg, model, checkpoint)
+
+
+# What the runs of an ensemble must share: how images are read and what is predicted.
+ENSEMBLE_KEYS = (
+    "dataset.channels",
+    "dataset.size_policy",
+    "dataset.image_size",
+    "dataset.normalize",
+    "dataset.clip_percentiles",
+    "dataset.ignore_zero",
+    "dataset.group_regex",
+    "dataset.num_classes",
+    "dataset.class_names",
+    "dataset.rgb_map",
+    "model.input_shape",
+)
+
+
+def run_dirs(run_dir: str | Path | list) -> list[Path]:
+    """The run folders `run_dir` names: one run, a list of runs, or a sweep folder (the runs
+    in its numbered sub-folders)."""
+    if isinstance(run_dir, (list, tuple)):
+        if not run_dir:
+            raise ConfigError("run_dir=[] names no run; give a run folder or a list of them.")
+        return [Path(p) for p in run_dir]
+    path = Path(run_dir)
+    if not (path / CONFIG_FILE).is_file() and path.is_dir():
+        jobs = [p for p in path.iterdir() if p.name.isdigit() and (p / CONFIG_FILE).is_file()]
+        if jobs:
+            return sorted(jobs, key=lambda p: int(p.name))
+    return [path]
+
+
+def load_runs(run_dir: str | Path | list, checkpoint: str | None = None) -> list[Run]:
+    """The runs `run_dir` names (see `run_dirs`), loaded; several must be an ensemble: each
+    reads images the same way and predicts the same classes.
+
+    Raises:
+        ConfigError: naming each setting in which the runs differ, and the runs' values.
+    """
+    runs = [load_run(path, checkpoint) for path in run_dirs(run_dir)]
+    differ = []
+    for key in ENSEMBLE_KEYS:
+        values = {str(run.run_dir): flat_keys(as_dict(run.cfg)).get(key) for run in runs}
+        if len({repr(v) for v in values.values()}) > 1:
+            listed = ", ".join(f"{path}: {value!r}" for path, value in values.items())
+            differ.append(f"{key} ({listed})")
+    if differ:
+        raise ConfigError(
+            f"the runs of an ensemble must read images and predict classes alike, but they "
+            f"differ in {'; '.join(differ)}."
+        )
+    return runs
+
+
+def ensemble_dir(runs: list[Run]) -> Path:
+    """Where an ensemble's results go: `ensemble/` in the folder that holds its runs."""
+    parents = [run.run_dir.resolve().parent for run in runs]
+    common = Path(os.path.commonpath(parents)) if len(set(parents)) > 1 else parents[0]
+    return common / "ensemble"

@@ -127,3 +127,34 @@ def test_failures_a_mean_hides_are_reported(tmp_path):
     assert volumes["p02"]["lesions_missed"] >= 1 and volumes["p03"]["lesions_false"] == 1
     detected = sum(v["lesions_detected"] for v in volumes.values())
     assert summary["lesions_detected"] == detected and 0 < summary["lesion_f1"] < 1
+
+
+def test_an_ensemble_of_copies_of_a_run_scores_as_the_run(trained, tmp_path):
+    _, run_dir, _ = trained
+    own = evaluate({"run_dir": str(run_dir), "split": "test"})
+    copies = []
+    for name in ("fold_a", "fold_b"):
+        shutil.copytree(
+            run_dir, tmp_path / "cv" / name, ignore=shutil.ignore_patterns("evaluation")
+        )
+        copies.append(str(tmp_path / "cv" / name))
+    ensemble = evaluate({"run_dir": copies, "split": "test"})
+    out = tmp_path / "cv" / "ensemble" / "evaluation" / "test"
+    assert ensemble["written_to"] == str(out) and ensemble["runs"] == copies
+    for key in ("fg_dice", "fg_dice_volume_mean", "lesion_f1", "hd95_volume_mean_px"):
+        assert ensemble[key] == pytest.approx(own[key], abs=1e-6), key
+    assert (out / "evaluation_images.csv").read_text() == (
+        run_dir / "evaluation" / "test" / "evaluation_images.csv"
+    ).read_text()
+    assert not (tmp_path / "cv" / "fold_a" / "evaluation").exists()  # the members untouched
+
+
+def test_runs_that_read_images_differently_are_no_ensemble(trained, tmp_path):
+    _, run_dir, _ = trained
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    config = (other / "config.yaml").read_text()
+    (other / "config.yaml").write_text(config.replace("normalize: zscore", "normalize: scale01"))
+    with pytest.raises(ConfigError, match=r"differ in dataset.normalize \(.*'zscore'.*'scale01'"):
+        evaluate({"run_dir": [str(run_dir), str(other)]})
+    assert not (tmp_path / "ensemble").exists()

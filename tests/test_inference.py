@@ -185,3 +185,24 @@ def test_a_model_of_open_size_batches_images_of_one_size_together():
     ):
         assert probs.shape == (*image.shape[:2], 2)
         np.testing.assert_allclose(probs[..., 1], image[..., 0], atol=1e-5)
+
+
+def test_a_sweep_folder_predicts_as_the_ensemble_of_its_runs(trained, tmp_path):
+    """Two copies of one run in a sweep's numbered folders: the ensemble's probabilities
+    are the run's own, written to the sweep's ensemble/ folder."""
+    import shutil
+
+    _, run_dir, _ = trained
+    inputs = tmp_path / "in"
+    write_png(inputs / "p09_a.png", np.random.default_rng(2).integers(0, 255, (30, 28), np.uint8))
+    for job in ("0", "1"):
+        shutil.copytree(run_dir, tmp_path / "sweep" / job)
+    common = {"input": str(inputs), "save_probabilities": True, "tta": "flip"}
+    infer({**common, "run_dir": str(run_dir), "output": str(tmp_path / "one")})
+    infer({**common, "run_dir": str(tmp_path / "sweep")})
+    ensemble = tmp_path / "sweep" / "ensemble" / "predictions"
+    np.testing.assert_allclose(
+        np.load(ensemble / "probabilities" / "p09_a.npy"),
+        np.load(tmp_path / "one" / "probabilities" / "p09_a.npy"),
+        atol=1e-6,
+    )

@@ -371,7 +371,8 @@ class EvaluateConfig(Section):
     """`flexseg-evaluate`: a training run scored on one of its splits, or on new labelled
     data (`data.root`)."""
 
-    run_dir: str = MISSING  # the folder of a training run
+    # a training run's folder; or several ([a,b,c], or a sweep's folder): their ensemble
+    run_dir: Any = MISSING
     split: str = choice("test", SPLITS)
     data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
     checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
@@ -384,7 +385,8 @@ class EvaluateConfig(Section):
 class InferConfig(Section):
     """`flexseg-infer`: a training run's predictions for new images."""
 
-    run_dir: str = MISSING  # the folder of a training run
+    # a training run's folder; or several ([a,b,c], or a sweep's folder): their ensemble
+    run_dir: Any = MISSING
     input: Any = MISSING  # an image, a folder, a text file listing images, or a list of images
     output: str | None = None  # default: <run_dir>/predictions
     overwrite: bool = False
