@@ -32,6 +32,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> float | None:
     Returns the best value of `trainer.monitor`: the objective of a hyperparameter search.
     """
     from flexseg import backend, training
+    from flexseg.cluster import find_processes
 
     backend.use_compile_cache(cfg.trainer.compile_cache)
     summary = training.train(cfg, run_dir)
@@ -39,6 +40,14 @@ def train(cfg: TrainConfig, run_dir: Path) -> float | None:
         f"best {summary['monitor']}={summary['best_value']} at epoch {summary['best_epoch']} "
         f"of {summary['epochs_run']}; run_dir={summary['run_dir']}"
     )
+    cluster = cfg.trainer.cluster
+    main = find_processes(cluster.coordinator, cluster.num_processes, cluster.process_id).main
+    if cfg.postprocess == "auto" and main:
+        from flexseg.evaluation import choose_postprocessing
+
+        chosen = choose_postprocessing(summary["run_dir"])
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in chosen["fg_dice_volume_mean"].items())
+        print(f"post-processing chosen on valid: {chosen['rule']['name']} ({scores})")
     return summary["best_value"]
 
 

@@ -32,6 +32,7 @@ from flexseg.errors import ConfigError, DataError, PreflightError
 from flexseg.inference import Predictor, grouped_reads, predictor_of
 from flexseg.losses import build_loss
 from flexseg.metrics import counts_np, dice_np, hd95, iou_np, lesion_counts, lesion_f1
+from flexseg.postprocess import NONE, apply_rule, choose, describe, read_rule, save_rule
 from flexseg.progress import progress_bar
 from flexseg.runs import ensemble_dir, load_runs
 
@@ -61,6 +62,8 @@ def evaluate_samples(
     others: Mapping[str, Sequence[Path]] | None = None,
     loss: Callable | None = None,
     loss_batch: int = 8,
+    rule: Mapping = NONE,
+    keep: dict | None = None,
 ) -> tuple[dict, list[dict]]:
     """Predicts each sample and scores it against its mask at the original size.
 
@@ -73,6 +76,8 @@ def evaluate_samples(
             group's statistics for `group_zscore` (as in training).
         loss: the run's loss, computed on the model's own outputs (no test-time flip) in
             batches of `loss_batch` model inputs; the summary's `loss` is its mean.
+        rule: the post-processing applied to each predicted slice (`flexseg.postprocess`).
+        keep: if given, gets each group's (truth, prediction) slices, before `rule`.
 
     Returns:
         The summary (JSON-ready) and one row per image.
@@ -97,6 +102,9 @@ def evaluate_samples(
         sample, truth = job.item
         losses.add(job.fit_mask(truth), job.outputs)
         pred = probs.argmax(-1).astype(np.uint8)
+        if keep is not None:
+            keep.setdefault(sample.group, []).append((truth, pred))
+        pred = apply_rule(pred, rule)
         counts = counts_np(truth, pred, num_classes)
         total += counts
         volume = volumes.setdefault(sample.group, {"counts": 0, "truth": [], "pred": []})
@@ -243,6 +251,22 @@ def write_evaluation(out_dir: str | Path, summary: dict, rows: list[dict]) -> li
     return [json_path, csv_path, rows_path]
 
 
+def choose_postprocessing(run_dir: str | Path, batch_size: int = 16) -> dict:
+    """Chooses the run's post-processing on its validation split and records it in the run
+    (`postprocessing.json`, which evaluate and infer then apply): a rule is kept only when it
+    raises the mean per-volume Dice over no rule (`flexseg.postprocess.choose`).
+
+    Also writes the validation split's evaluation without post-processing
+    (`evaluation/valid/`). Returns `{"rule": ..., "fg_dice_volume_mean": {candidate: ...}}`.
+    """
+    collected: dict = {}
+    cfg = EvaluateConfig(run_dir=str(run_dir), split="valid", batch_size=batch_size)
+    summary = _evaluate(cfg, NONE, collected)
+    rule, scores = choose(collected, len(summary["per_class"]))
+    save_rule(run_dir, rule, scores)
+    return {"rule": rule, "fg_dice_volume_mean": scores}
+
+
 def evaluate(cfg: EvaluateConfig | Mapping) -> dict:
     """Evaluates a training run (`cfg.run_dir`) on one of its splits (`cfg.split`), or on new
     labelled data (`cfg.data.root`: all its images as one split).
@@ -262,6 +286,12 @@ def evaluate(cfg: EvaluateConfig | Mapping) -> dict:
         The summary, with the loss and the folder it was written to.
     """
     cfg = parse(EvaluateConfig, cfg)
+    return _evaluate(cfg)
+
+
+def _evaluate(cfg: EvaluateConfig, rule: Mapping | None = None, keep: dict | None = None) -> dict:
+    """`evaluate`, with the post-processing `rule` (default: the run's own; none for an
+    ensemble) and `keep` as in `evaluate_samples`."""
     runs = load_runs(cfg.run_dir, cfg.checkpoint)
     run = runs[0]
     problems: list[str] = []  # every problem of the files in one report
@@ -305,10 +335,16 @@ def evaluate(cfg: EvaluateConfig | Mapping) -> dict:
     loss = None
     if len(runs) == 1:
         loss = build_loss(run.cfg.loss, dataset.num_classes, run.cfg.model.from_logits)
+    if rule is None:
+        rule = read_rule(run.run_dir) if len(runs) == 1 else NONE
     summary, rows = evaluate_samples(
-        predictor, samples, dataset.names, colormap, others, loss, run.cfg.trainer.batch_size
-    )
-    summary = {"split": name, "checkpoint": run.checkpoint, "tta": predictor.tta, **summary}
+        predictor, samples, dataset.names, colormap, others, loss, run.cfg.trainer.batch_size,
+        rule, keep,
+    )  # fmt: skip
+    summary = {
+        "split": name, "checkpoint": run.checkpoint, "tta": predictor.tta,
+        "postprocessing": describe(rule), **summary,
+    }  # fmt: skip
     if len(runs) > 1:
         summary["runs"] = [str(r.run_dir) for r in runs]
     if cfg.data.root is not None:

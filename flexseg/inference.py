@@ -43,6 +43,7 @@ from flexseg.data.sources import by_group
 from flexseg.data.splits import group_of
 from flexseg.errors import DataError, PreflightError
 from flexseg.plots import overlay
+from flexseg.postprocess import NONE, apply_rule, read_rule
 from flexseg.progress import progress_bar
 from flexseg.runs import Run, ensemble_dir, load_runs
 
@@ -322,8 +323,10 @@ def predict_files(
     groups: Mapping[Path, str] | None = None,
     overwrite: bool = False,
     save_probabilities: bool = False,
+    rule: Mapping = NONE,
 ) -> list[dict[str, Path]]:
-    """Predicts every image and writes its palette mask, overlay and optional probabilities.
+    """Predicts every image and writes its palette mask, overlay and optional probabilities
+    (masks and overlays after the post-processing `rule`, probabilities as predicted).
 
     Each file is read once; with `group_zscore` the images of a group (`groups`, default each
     image its own) are read together and share the statistics computed from them. Reading,
@@ -353,7 +356,7 @@ def predict_files(
         return read_image(path, None, predictor.spec.max_pixels)
 
     def write(paths: dict[str, Path], raw: np.ndarray, probs: np.ndarray) -> None:
-        index = probs.argmax(-1).astype(np.uint8)
+        index = apply_rule(probs.argmax(-1).astype(np.uint8), rule)
         write_palette_png(paths["mask"], index, colormap)
         cv2.imwrite(str(paths["overlay"]), cv2.cvtColor(overlay(raw, index), cv2.COLOR_RGB2BGR))
         if save_probabilities:
@@ -448,8 +451,9 @@ def predictor_of(runs: Sequence[Run], spec: ReadSpec, tta: str, batch_size: int)
 def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
     """Predicts `cfg.input` (a folder, an image, a list file or a list of images) with a
     training run's checkpoint (`cfg.checkpoint`, default the run's choice) into `cfg.output`
-    (default `<run_dir>/predictions`). Several runs (`run_dir` a list, or a sweep folder)
-    predict as an ensemble: the mean of their probabilities (default output
+    (default `<run_dir>/predictions`), with the run's post-processing (`postprocessing.json`,
+    `flexseg.evaluation.choose_postprocessing`). Several runs (`run_dir` a list, or a sweep
+    folder) predict as an ensemble: the mean of their probabilities (default output
     `<their folder>/ensemble/predictions`).
 
     Images of one group (the dataset's `group_regex` on the file name) share intensity
@@ -488,4 +492,5 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
         groups,
         overwrite=cfg.overwrite,
         save_probabilities=cfg.save_probabilities,
+        rule=read_rule(run.run_dir) if len(runs) == 1 else NONE,
     )

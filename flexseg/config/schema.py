@@ -323,6 +323,9 @@ class TrainConfig(Section):
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0  # seeds shuffling, augmentation and weight initialisation
+    # auto: after training, choose the post-processing (small components removed, or the
+    # largest kept) on the valid split; kept only if it raises validation Dice
+    postprocess: str = choice("none", ("none", "auto"))
 
     def __post_init__(self) -> None:
         self.model = _derived_section(

@@ -112,6 +112,12 @@ def make_plan(
         dataset, cfg.seed, spec if masks_readable else None, cmap
     )
     problems += data_problems
+    if cfg.postprocess == "auto" and not splits.get("valid"):
+        problems.append(
+            "postprocess=auto chooses the post-processing on the valid split, and this "
+            "dataset.split has none; give it one (or dataset.split.holdout_fraction), or set "
+            "postprocess=none."
+        )
     if problems:
         raise PreflightError(problems, outcome)
 

@@ -117,6 +117,8 @@ CASES = [
     ("foreground fraction out of range", None, ["trainer.foreground_fraction=1.5"],
      ["trainer.foreground_fraction"]),
     ("wrong loss class weights", None, ["loss.class_weights=[1.0]"], ["loss.class_weights"]),
+    ("post-processing without a valid split", None, ["postprocess=auto"],
+     ["postprocess=auto", "valid split"]),
 ]  # fmt: skip
 
 

@@ -1,0 +1,77 @@
+"""Post-processing: rules on predicted slices, chosen on validation, applied by evaluate and
+infer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flexseg.errors import DataError
+from flexseg.postprocess import NONE, apply_rule, choose, read_rule
+
+
+def planted() -> tuple[np.ndarray, np.ndarray]:
+    """A truth of one large lesion; a prediction of it plus a small blob far away."""
+    truth = np.zeros((40, 40), np.uint8)
+    truth[10:25, 10:25] = 1
+    pred = truth.copy()
+    pred[34:37, 34:37] = 1  # 9 pixels of nothing
+    return truth, pred
+
+
+@pytest.mark.once
+def test_rules_remove_a_planted_small_component_and_keep_a_large_one():
+    truth, pred = planted()
+    cleaned = apply_rule(pred, {"name": "min_size", "min_size": 25})
+    np.testing.assert_array_equal(cleaned, truth)  # the blob went, the lesion stayed
+    np.testing.assert_array_equal(apply_rule(pred, {"name": "largest"}), truth)
+    assert apply_rule(pred, {"name": "min_size", "min_size": 5}).sum() == pred.sum()
+    three = np.zeros((8, 8), np.uint8)
+    three[0, 0] = 1  # class 1's only component: its largest
+    three[5:8, 5:8], three[0, 7] = 2, 2  # class 2: a block and a pixel
+    largest = apply_rule(three, {"name": "largest"})
+    assert largest[0, 0] == 1 and (largest[5:8, 5:8] == 2).all() and largest[0, 7] == 0
+    assert apply_rule(pred, NONE) is pred
+
+
+@pytest.mark.once
+def test_a_rule_is_chosen_only_when_it_raises_validation_dice():
+    truth, pred = planted()
+    rule, scores = choose({"p01": [(truth, pred)], "p02": [(truth, truth)]}, 2)
+    assert rule["name"] in ("min_size", "largest") and scores["none"] < scores["largest"]
+    # Two true lesions: keeping the largest would lose one, small sizes change nothing.
+    two = truth.copy()
+    two[30:38, 30:38] = 1
+    rule, scores = choose({"p01": [(two, two)]}, 2)
+    assert rule == NONE and scores["largest"] < scores["none"]
+
+
+def test_the_chosen_rule_is_recorded_and_applied_by_evaluate_and_infer(trained, tmp_path):
+    from flexseg.evaluation import choose_postprocessing, evaluate
+    from flexseg.inference import infer
+
+    root, original, _ = trained
+    run_dir = tmp_path / "run"
+    shutil.copytree(original, run_dir, ignore=shutil.ignore_patterns("evaluation"))
+    chosen = choose_postprocessing(run_dir)
+    saved = json.loads((run_dir / "postprocessing.json").read_text())
+    assert saved["rule"] == chosen["rule"] and "none" in saved["fg_dice_volume_mean"]
+    assert (run_dir / "evaluation" / "valid" / "evaluation.json").is_file()
+    # Whatever was chosen, a rule that removes everything shows it is applied.
+    (run_dir / "postprocessing.json").write_text(
+        json.dumps({"rule": {"name": "min_size", "min_size": 10**6}})
+    )
+    summary = evaluate({"run_dir": str(run_dir)})
+    assert summary["postprocessing"] == "min_size=1000000"
+    assert summary["volumes_missed"] == ["p03"]  # nothing predicted is left
+    written = infer({"run_dir": str(run_dir), "input": str(root / "images")})
+    for paths in written:
+        with Image.open(paths["mask"]) as mask:
+            assert not np.asarray(mask).any()
+    (run_dir / "postprocessing.json").write_text('{"rule": {"name": "smooth"}}')
+    with pytest.raises(DataError, match="postprocessing.json holds no post-processing rule"):
+        read_rule(run_dir)
