@@ -26,7 +26,7 @@ from flexseg.config.schema import SPLITS, DatasetConfig, EvaluateConfig, Labelle
 from flexseg.data.build import colormap_of, read_spec
 from flexseg.data.checks import scan_samples
 from flexseg.data.masks import ColorMap, decode_mask
-from flexseg.data.reading import read_image
+from flexseg.data.reading import read_image, stand_in
 from flexseg.data.sources import Sample, by_group, find_samples, folder_samples, natural_key
 from flexseg.errors import ConfigError, DataError, PreflightError
 from flexseg.inference import Predictor, grouped_reads, predictor_of
@@ -64,6 +64,7 @@ def evaluate_samples(
     loss_batch: int = 8,
     rule: Mapping = NONE,
     keep: dict | None = None,
+    stand_in_channel: int | None = None,
 ) -> tuple[dict, list[dict]]:
     """Predicts each sample and scores it against its mask at the original size.
 
@@ -78,6 +79,8 @@ def evaluate_samples(
             batches of `loss_batch` model inputs; the summary's `loss` is its mean.
         rule: the post-processing applied to each predicted slice (`flexseg.postprocess`).
         keep: if given, gets each group's (truth, prediction) slices, before `rule`.
+        stand_in_channel: replace every channel of each image by this one (as a scan whose
+            missing sequences were filled with the one it has).
 
     Returns:
         The summary (JSON-ready) and one row per image.
@@ -91,7 +94,8 @@ def evaluate_samples(
 
     def read(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         truth, _ = decode_mask(sample.mask, num_classes, colormap, spec.max_pixels)
-        return read_image(sample.image, spec.channels, spec.max_pixels), truth
+        raw = read_image(sample.image, spec.channels, spec.max_pixels)
+        return (raw if stand_in_channel is None else stand_in(raw, stand_in_channel)), truth
 
     members = by_group(ordered, lambda sample: sample.group)
     reads = grouped_reads(members, read, spec, lambda data: data[0], others)
@@ -318,6 +322,11 @@ def _evaluate(cfg: EvaluateConfig, rule: Mapping | None = None, keep: dict | Non
                 f"data.root {dataset.root} holds no image/mask pairs in {dataset.images_dir}/ "
                 f"and {dataset.masks_dir}/; set data.images_dir and data.masks_dir."
             )
+    if cfg.stand_in_channel is not None and cfg.stand_in_channel >= dataset.channels:
+        raise ConfigError(
+            f"stand_in_channel={cfg.stand_in_channel} is not a channel of the run's images "
+            f"(dataset.channels={dataset.channels}); use 0 to {dataset.channels - 1}."
+        )
     colormap = colormap_of(dataset)
     spec = read_spec(dataset, run.model.size_multiple)
     problems += scan_samples(samples, dataset.num_classes, spec, colormap)[1]
@@ -339,7 +348,7 @@ def _evaluate(cfg: EvaluateConfig, rule: Mapping | None = None, keep: dict | Non
         rule = read_rule(run.run_dir) if len(runs) == 1 else NONE
     summary, rows = evaluate_samples(
         predictor, samples, dataset.names, colormap, others, loss, run.cfg.trainer.batch_size,
-        rule, keep,
+        rule, keep, cfg.stand_in_channel,
     )  # fmt: skip
     summary = {
         "split": name, "checkpoint": run.checkpoint, "tta": predictor.tta,
@@ -351,6 +360,9 @@ def _evaluate(cfg: EvaluateConfig, rule: Mapping | None = None, keep: dict | Non
         summary["data_root"] = str(dataset.root)
     elif not run.selected:
         name = f"{name}_{run.checkpoint}"
+    if cfg.stand_in_channel is not None:
+        summary["stand_in_channel"] = cfg.stand_in_channel
+        name = f"{name}_channel{cfg.stand_in_channel}_only"
     home = run.run_dir if len(runs) == 1 else ensemble_dir(runs)
     out_dir = home / "evaluation" / name
     write_evaluation(out_dir, summary, rows)

@@ -21,10 +21,12 @@ def test_evaluation_files_and_numbers(trained):
     out = run_dir / "evaluation" / "test"
     saved = json.loads((out / "evaluation.json").read_text())
     assert saved["images"] == 6 and saved["volumes"] == 1
-    assert len(HEADLINE) == 7
+    assert len(HEADLINE) == 8
     for key in HEADLINE:
         assert key in saved and key in summary
     assert 0.0 <= saved["fg_dice"] <= 1.0 and 0.0 <= saved["pixel_accuracy"] <= 1.0
+    assert saved["postprocessing"] == "none" and saved["volumes_with_foreground"] == 1
+    assert list(saved["worst_volumes"]) == ["p03"] and 0.0 <= saved["lesion_f1"] <= 1.0
     assert set(saved["per_class"]) == {"background", "lesion"}
     with (out / "evaluation_images.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -158,3 +160,14 @@ def test_runs_that_read_images_differently_are_no_ensemble(trained, tmp_path):
     with pytest.raises(ConfigError, match=r"differ in dataset.normalize \(.*'zscore'.*'scale01'"):
         evaluate({"run_dir": [str(run_dir), str(other)]})
     assert not (tmp_path / "ensemble").exists()
+
+
+def test_every_test_image_can_be_scored_with_one_channel_standing_in(trained):
+    _, run_dir, _ = trained
+    own = evaluate({"run_dir": str(run_dir), "split": "test"})
+    alone = evaluate({"run_dir": str(run_dir), "split": "test", "stand_in_channel": 0})
+    assert alone["written_to"] == str(run_dir / "evaluation" / "test_channel0_only")
+    assert alone["stand_in_channel"] == 0
+    assert alone["fg_dice"] == pytest.approx(own["fg_dice"])  # one gray channel: the same
+    with pytest.raises(ConfigError, match="stand_in_channel=2 is not a channel"):
+        evaluate({"run_dir": str(run_dir), "stand_in_channel": 2})

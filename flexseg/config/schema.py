@@ -122,6 +122,12 @@ class DatasetConfig(Section):
         "[low, high], 0 <= low < high <= 100",
     )
     ignore_zero: bool = True  # z-score statistics over non-zero pixels only
+    # Missing sequences: in training, each image has, with probability stand_in_p, all its
+    # channels replaced by channel stand_in_channel, as a scan whose missing sequences were
+    # filled with the one it has (lgg: FLAIR, channel 1); flexseg-evaluate stand_in_channel=1
+    # scores the test split that way.
+    stand_in_channel: int | None = rule(None, lambda n: n is None or n >= 0, ">= 0 or null")
+    stand_in_p: float = rule(0.0, lambda p: 0 <= p <= 1, "in [0, 1]")
     # decode and size every sample once: none | memory (shared by the loader processes, for
     # one run) | disk (a folder under cache_dir, reused while the files and settings stay)
     cache: str = choice("none", CACHE_KINDS)
@@ -381,6 +387,9 @@ class EvaluateConfig(Section):
     checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
     tta: str = choice("none", TTA_MODES)
     batch_size: int = rule(16, lambda n: n >= 1, ">= 1")  # model inputs per pass, flips included
+    # every image's channels replaced by this one (robustness to missing sequences): results
+    # in evaluation/<split>_channel<k>_only/
+    stand_in_channel: int | None = rule(None, lambda n: n is None or n >= 0, ">= 0 or null")
     compile_cache: str = _compile_cache()
 
 

@@ -19,6 +19,7 @@ from flexseg.data.reading import (
     ReadSpec,
     fit_size,
     read_image,
+    stand_in,
     to_model_input,
     to_unit,
 )
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 # Seeds of an epoch's shuffle and of each sample's augmentation are derived from the dataset
 # seed with numpy's SeedSequence, so they are the same on every backend and for any number
 # of workers.
-_SHUFFLE, _AUGMENT = 0, 1
+_SHUFFLE, _AUGMENT, _STAND_IN = 0, 1, 2
 
 
 class Batches:
@@ -56,6 +57,7 @@ class Batches:
         group_stats: dict[str, IntensityStats] | None = None,
         cache: SampleCache | None = None,
         shard: tuple[int, int] = (0, 1),
+        stand_in: tuple[int, float] | None = None,
     ):
         if not samples:
             raise DataError("the dataset has no samples; check the dataset path and split.")
@@ -73,6 +75,7 @@ class Batches:
         self.group_stats = group_stats or {}
         self.cache = cache
         self.shard = shard  # (this process, processes): each serves its part of every batch
+        self.stand_in = stand_in  # (channel, probability): see DatasetConfig.stand_in_channel
         self._with_fg = self._empty = None
         if foreground_fraction is not None and shuffle:
             self._split_by_foreground(foreground_fraction)
@@ -159,6 +162,11 @@ class Batches:
     def load(self, i: int, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Sample `i` as (image (H, W, C) float32, mask (H, W) uint8), augmented if set."""
         raw, mask = self.read(i)
+        if self.stand_in is not None:
+            channel, p = self.stand_in
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, _STAND_IN, epoch, i]))
+            if rng.random() < p:
+                raw = stand_in(raw, channel)
         image, scale = to_unit(raw)
         if self.augment is not None:
             # Seeded per sample: the same result in any process, in any order.

@@ -102,5 +102,8 @@ def build_datasets(
             pool=pool,
             name=split,
             shard=shard,
+            stand_in=(dataset.stand_in_channel, dataset.stand_in_p)
+            if training and dataset.stand_in_channel is not None and dataset.stand_in_p > 0
+            else None,
         )
     return result

@@ -60,6 +60,8 @@ class SegmentationDataset(keras.utils.PyDataset):
         pool: a `LoaderPool` shared with other datasets (one set of processes for every
             split); made for this dataset alone when None and `workers` > 0.
         name: this dataset's name in a shared pool.
+        stand_in: (channel, probability): each image's channels all replaced by that channel
+            with that probability (`DatasetConfig.stand_in_channel`), seeded per sample.
         shard: (process, processes) of a training over several processes: each serves its
             consecutive part of every batch (`batch_size` is the batch of all processes
             together), so together they serve one process's batches in the same order.
@@ -90,6 +92,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         pool: LoaderPool | None = None,
         name: str = "data",
         shard: tuple[int, int] = (0, 1),
+        stand_in: tuple[int, float] | None = None,
     ):
         # Keras' own threads stay off: batches come from `pool`'s processes, or from here.
         super().__init__(workers=1, use_multiprocessing=False)
@@ -119,6 +122,7 @@ class SegmentationDataset(keras.utils.PyDataset):
             group_stats,
             stored,
             shard,
+            stand_in,
         )
         self.epoch = 0
         self.read_error: DataError | None = None  # the last file that failed to read

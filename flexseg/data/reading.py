@@ -124,6 +124,14 @@ def unit_scale(dtype: np.dtype) -> float:
     return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
 
 
+def stand_in(raw: np.ndarray, channel: int) -> np.ndarray:
+    """`raw` (H, W, C) with every channel replaced by channel `channel`: a scan whose missing
+    sequences were filled with the one it has."""
+    if raw.ndim < 3 or raw.shape[-1] == 1:
+        return raw
+    return np.repeat(raw[..., channel : channel + 1], raw.shape[-1], axis=-1)
+
+
 def to_unit(image: np.ndarray) -> tuple[np.ndarray, float]:
     """A raw image as float32 with full intensity at 1, and the raw value of full intensity."""
     scale = unit_scale(image.dtype)

@@ -187,6 +187,16 @@ def config_problems(cfg: TrainConfig) -> list[str]:
             f"{dataset.channels}; make them agree (model.input_shape follows dataset.channels "
             "unless set)."
         )
+    if dataset.stand_in_p > 0 and dataset.stand_in_channel is None:
+        problems.append(
+            f"dataset.stand_in_p={dataset.stand_in_p} needs dataset.stand_in_channel (the "
+            "channel that stands in for missing ones); set it, or stand_in_p=0."
+        )
+    if dataset.stand_in_channel is not None and dataset.stand_in_channel >= dataset.channels:
+        problems.append(
+            f"dataset.stand_in_channel={dataset.stand_in_channel} is not a channel of "
+            f"dataset.channels={dataset.channels}; use 0 to {dataset.channels - 1}."
+        )
     if model.num_classes != dataset.num_classes:
         problems.append(
             f"model.num_classes={model.num_classes} but dataset.num_classes="

@@ -198,6 +198,29 @@ def test_processes_share_each_batch_in_one_process_order(samples):
     assert [len(p.batches.batch(2, 0)[0]) for p in parts] == [2, 1, 1]
 
 
+def test_a_channel_stands_in_for_the_others_in_a_seeded_share_of_images(tmp_path):
+    make_flat_dataset(tmp_path, slices=20, size=(16, 16))
+    rng = np.random.default_rng(0)
+    for path in (tmp_path / "images").iterdir():  # three different channels
+        write_png(path, rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    found = find_samples(dataset_config(tmp_path, split=SPLIT), seed=0)["train"]
+    spec = ReadSpec(channels=3, image_size=(16, 16))
+
+    def substituted(p, epoch=0):
+        ds = SegmentationDataset(found, 2, 4, spec, stand_in=(1, p), seed=5)
+        images = [ds.batches.read(i)[0] for i in range(len(found))]
+        loaded = [ds.load(i, epoch)[0] for i in range(len(found))]
+        same = [bool(np.allclose(x[..., 0], x[..., 2])) for x in loaded]
+        return same, images
+
+    every, _ = substituted(1.0)
+    assert all(every)
+    some, _ = substituted(0.5)
+    assert 0 < sum(some) < len(some) and substituted(0.5)[0] == some  # seeded
+    assert substituted(0.5, epoch=1)[0] != some  # a new draw each epoch
+    assert not any(substituted(0.0)[0])
+
+
 def test_workers_auto_leaves_one_core_to_training(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert resolve_workers("auto") == 3 and resolve_workers(0) == 0
