@@ -131,6 +131,7 @@ def test_failures_a_mean_hides_are_reported(tmp_path):
     assert summary["lesions_detected"] == detected and 0 < summary["lesion_f1"] < 1
 
 
+@pytest.mark.once
 def test_an_ensemble_of_copies_of_a_run_scores_as_the_run(trained, tmp_path):
     _, run_dir, _ = trained
     own = evaluate({"run_dir": str(run_dir), "split": "test"})
@@ -151,6 +152,7 @@ def test_an_ensemble_of_copies_of_a_run_scores_as_the_run(trained, tmp_path):
     assert not (tmp_path / "cv" / "fold_a" / "evaluation").exists()  # the members untouched
 
 
+@pytest.mark.once
 def test_runs_that_read_images_differently_are_no_ensemble(trained, tmp_path):
     _, run_dir, _ = trained
     other = tmp_path / "other"
@@ -162,6 +164,7 @@ def test_runs_that_read_images_differently_are_no_ensemble(trained, tmp_path):
     assert not (tmp_path / "ensemble").exists()
 
 
+@pytest.mark.once
 def test_every_test_image_can_be_scored_with_one_channel_standing_in(trained):
     _, run_dir, _ = trained
     own = evaluate({"run_dir": str(run_dir), "split": "test"})

@@ -187,6 +187,7 @@ def test_a_model_of_open_size_batches_images_of_one_size_together():
         np.testing.assert_allclose(probs[..., 1], image[..., 0], atol=1e-5)
 
 
+@pytest.mark.once
 def test_a_sweep_folder_predicts_as_the_ensemble_of_its_runs(trained, tmp_path):
     """Two copies of one run in a sweep's numbered folders: the ensemble's probabilities
     are the run's own, written to the sweep's ensemble/ folder."""

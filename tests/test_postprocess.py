@@ -50,6 +50,7 @@ def test_a_rule_is_chosen_only_when_it_raises_validation_dice():
     assert rule == NONE and scores["largest"] < scores["none"]
 
 
+@pytest.mark.once
 def test_the_chosen_rule_is_recorded_and_applied_by_evaluate_and_infer(trained, tmp_path):
     from flexseg.evaluation import choose_postprocessing, evaluate
     from flexseg.inference import infer
