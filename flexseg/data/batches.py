@@ -58,6 +58,7 @@ class Batches:
         cache: SampleCache | None = None,
         shard: tuple[int, int] = (0, 1),
         stand_in: tuple[int, float] | None = None,
+        equal_parts: bool = False,
     ):
         if not samples:
             raise DataError("the dataset has no samples; check the dataset path and split.")
@@ -75,6 +76,9 @@ class Batches:
         self.group_stats = group_stats or {}
         self.cache = cache
         self.shard = shard  # (this process, processes): each serves its part of every batch
+        # JAX makes one array of the processes' parts: they must be equal, so the last batch
+        # leaves out its last n % processes samples (torch takes unequal parts)
+        self.equal_parts = equal_parts
         self.stand_in = stand_in  # (channel, probability): see DatasetConfig.stand_in_channel
         self._with_fg = self._empty = None
         if foreground_fraction is not None and shuffle:
@@ -96,8 +100,10 @@ class Batches:
         if self.drop_remainder:
             return self.epoch_size // self.batch_size
         batches = math.ceil(self.epoch_size / self.batch_size)
-        rank, _ = self.shard
+        rank, processes = self.shard
         last = self.epoch_size - (batches - 1) * self.batch_size
+        if self.equal_parts:
+            return batches - 1 if last < processes else batches
         return batches - 1 if rank >= last else batches  # a last batch too small to share
 
     def batch_nbytes(self) -> int | None:
@@ -153,6 +159,8 @@ class Batches:
             raise IndexError(f"batch {index} of a dataset of {len(self)} batches")
         chosen = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
         rank, processes = self.shard
+        if self.equal_parts:
+            chosen = chosen[: len(chosen) - len(chosen) % processes]
         chosen = np.array_split(chosen, processes)[rank]  # consecutive parts, sizes differ by <= 1
         images, masks = zip(*(self.load(int(i), epoch) for i in chosen), strict=True)
         images = np.stack(images)  # (B, H, W, C)

@@ -51,6 +51,7 @@ def build_datasets(
     only: str | None = None,
     shard: tuple[int, int] = (0, 1),
     sharing: int = 1,
+    equal_parts: bool = False,
 ) -> dict[str, SegmentationDataset]:
     """Train, valid and test datasets of a config; only the training set is augmented.
 
@@ -64,6 +65,7 @@ def build_datasets(
             part of every batch of `trainer.batch_size`.
         sharing: training processes on this machine, which share its cores among their
             loader workers (`trainer.workers=auto`).
+        equal_parts: each process's part of a batch the same size (see SegmentationDataset).
 
     Returns:
         `{split: SegmentationDataset}` for each split that has samples (or just `only`).
@@ -102,6 +104,7 @@ def build_datasets(
             pool=pool,
             name=split,
             shard=shard,
+            equal_parts=equal_parts,
             stand_in=(dataset.stand_in_channel, dataset.stand_in_p)
             if training and dataset.stand_in_channel is not None and dataset.stand_in_p > 0
             else None,

@@ -65,6 +65,8 @@ class SegmentationDataset(keras.utils.PyDataset):
         shard: (process, processes) of a training over several processes: each serves its
             consecutive part of every batch (`batch_size` is the batch of all processes
             together), so together they serve one process's batches in the same order.
+        equal_parts: the processes' parts must be equal (JAX): the last batch leaves out its
+            last `n % processes` samples.
 
     Example:
     >>> splits = find_samples(DatasetConfig(name="scans", root="data", ...), seed=0)
@@ -93,6 +95,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         name: str = "data",
         shard: tuple[int, int] = (0, 1),
         stand_in: tuple[int, float] | None = None,
+        equal_parts: bool = False,
     ):
         # Keras' own threads stay off: batches come from `pool`'s processes, or from here.
         super().__init__(workers=1, use_multiprocessing=False)
@@ -123,6 +126,7 @@ class SegmentationDataset(keras.utils.PyDataset):
             stored,
             shard,
             stand_in,
+            equal_parts,
         )
         self.epoch = 0
         self.read_error: DataError | None = None  # the last file that failed to read

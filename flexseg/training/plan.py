@@ -122,7 +122,11 @@ def make_plan(
         raise PreflightError(problems, outcome)
 
     shard = (processes.rank, processes.count)
-    datasets = build_datasets(cfg, splits, spec, cmap, shard=shard, sharing=processes.local_count)
+    # JAX builds one array of the processes' parts of a batch: they must be of one size.
+    equal = processes.several and backend.name() == "jax"
+    datasets = build_datasets(
+        cfg, splits, spec, cmap, shard=shard, sharing=processes.local_count, equal_parts=equal
+    )
     problems += batch_problems(model, loss, datasets["train"])
     if problems:
         raise PreflightError(problems, outcome)
@@ -144,7 +148,7 @@ def make_plan(
         "loader": loader_text(cfg, datasets),
         "processes": processes_text(cfg, processes),
         "cache": {k: d.cache.describe() for k, d in datasets.items() if d.cache is not None},
-        "notes": channel_notes(splits, spec),
+        "notes": channel_notes(splits, spec) + uneven_notes(datasets, processes, equal),
     }
     return Plan(cfg, splits, datasets, model, loss, facts)
 
@@ -159,6 +163,21 @@ def loader_text(cfg: TrainConfig, datasets: dict[str, SegmentationDataset]) -> s
     return (
         f"{pool.workers} worker process{plural} ({setting}), up to {pool.depth} batches in flight"
     )
+
+
+def uneven_notes(
+    datasets: dict[str, SegmentationDataset], processes: Processes, equal_parts: bool
+) -> list[str]:
+    """What a split loses when its last batch must split evenly over the processes."""
+    notes = []
+    for split, data in datasets.items() if equal_parts else ():
+        left = (data.epoch_size % data.batch_size) % processes.count
+        if left and not data.batches.drop_remainder:
+            notes.append(
+                f"{split}: the last {left} image(s) of each epoch are left out: JAX splits "
+                f"every batch evenly over the {processes.count} processes"
+            )
+    return notes
 
 
 def processes_text(cfg: TrainConfig, processes: Processes) -> str | None:

@@ -196,6 +196,17 @@ def test_processes_share_each_batch_in_one_process_order(samples):
         np.testing.assert_array_equal(np.concatenate([i for i, _ in shared]), images)
         np.testing.assert_array_equal(np.concatenate([m for _, m in shared]), masks)
     assert [len(p.batches.batch(2, 0)[0]) for p in parts] == [2, 1, 1]
+    # JAX's processes need parts of one size: the last batch leaves out what does not split.
+    even = [
+        SegmentationDataset(samples["train"], 2, 4, spec, shard=(r, 3), equal_parts=True)
+        for r in range(3)
+    ]
+    assert [len(p) for p in even] == [len(one) - 1] * 3  # a last batch of 2: none left
+    even = [
+        SegmentationDataset(samples["train"], 2, 4, spec, shard=(r, 2), equal_parts=True)
+        for r in range(2)
+    ]
+    assert [len(p.batches.batch(0, len(p) - 1)[0]) for p in even] == [1, 1]
 
 
 def test_a_channel_stands_in_for_the_others_in_a_seeded_share_of_images(tmp_path):
