@@ -113,7 +113,7 @@ def wait_for_epochs(run_dir, processes, epochs: int) -> None:
 
 # Faults and sweeps run once, on torch (scripts/run_tests.py): the glue they test serves JAX
 # the same way, and JAX's processes start too slowly on a 2-core CPU for tests of a minute
-# (by hand: a killed JAX process was named in 4 s, and the run resumed).
+# (a killed JAX process is named within seconds too, and its run resumes).
 faults = pytest.mark.once
 
 
