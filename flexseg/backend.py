@@ -103,7 +103,7 @@ def this_process_alone() -> Iterator[None]:
     checked against the other processes (a collective): Keras' saving makes variables of its
     own, which would wait for processes that do not save. Inside, there is no distribution.
     """
-    if name() != "jax" or _JOINED.get("kind") != "jax":
+    if _JOINED.get("kind") != "jax":
         yield
         return
     with swapped(keras.distribution.distribution, keras.distribution.set_distribution, None):
@@ -345,17 +345,24 @@ def store_get(key: str) -> str | None:
         return None
 
 
+def _torch_collective(values: np.ndarray, collective: Callable) -> np.ndarray:
+    """`collective(tensor)` (in place) on `values`, on the process group's device."""
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.from_numpy(np.ascontiguousarray(values))
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    collective(tensor)
+    return tensor.cpu().numpy()
+
+
 def all_sum(values: np.ndarray) -> np.ndarray:
     """`values` (the same shape in every process) summed over the joined processes."""
     if _JOINED.get("kind") == "torch":
-        import torch
         import torch.distributed as dist
 
-        tensor = torch.from_numpy(np.ascontiguousarray(values, np.float64))
-        if torch.cuda.is_available() and dist.get_backend() == "nccl":
-            tensor = tensor.cuda()
-        dist.all_reduce(tensor)
-        return tensor.cpu().numpy()
+        return _torch_collective(np.asarray(values, np.float64), dist.all_reduce)
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
@@ -364,14 +371,9 @@ def all_sum(values: np.ndarray) -> np.ndarray:
 def broadcast_from_first(values: np.ndarray) -> np.ndarray:
     """Process 0's `values` (the same shape and type in every process), in every process."""
     if _JOINED.get("kind") == "torch":
-        import torch
         import torch.distributed as dist
 
-        tensor = torch.from_numpy(np.ascontiguousarray(values))
-        if torch.cuda.is_available() and dist.get_backend() == "nccl":
-            tensor = tensor.cuda()
-        dist.broadcast(tensor, src=0)
-        return tensor.cpu().numpy()
+        return _torch_collective(values, lambda tensor: dist.broadcast(tensor, src=0))
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.broadcast_one_to_all(values))
@@ -399,17 +401,6 @@ def seed_global_rng(seed: int) -> None:
         import torch
 
         torch.manual_seed(seed)
-
-
-def leave_processes() -> None:
-    """Disconnects from the other processes (torch: destroys the process group)."""
-    kind = _JOINED.pop("kind", None)
-    _JOINED.clear()
-    if kind == "torch":
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def global_rng_state() -> dict[str, np.ndarray]:

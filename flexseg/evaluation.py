@@ -29,12 +29,20 @@ from flexseg.data.masks import ColorMap, decode_mask
 from flexseg.data.reading import read_image, stand_in
 from flexseg.data.sources import Sample, by_group, find_samples, folder_samples, natural_key
 from flexseg.errors import ConfigError, DataError, PreflightError
-from flexseg.inference import Predictor, grouped_reads, predictor_of
+from flexseg.inference import Predictor, grouped_reads, predictor_of, rule_of
 from flexseg.losses import build_loss
-from flexseg.metrics import counts_np, dice_np, hd95, iou_np, lesion_counts, lesion_f1
-from flexseg.postprocess import NONE, apply_rule, choose, describe, read_rule, save_rule
+from flexseg.metrics import (
+    counts_np,
+    dice_np,
+    fg_dice_np,
+    hd95,
+    iou_np,
+    lesion_counts,
+    lesion_f1,
+)
+from flexseg.postprocess import NONE, apply_rule, choose, describe, save_rule
 from flexseg.progress import progress_bar
-from flexseg.runs import ensemble_dir, load_runs
+from flexseg.runs import load_runs, results_dir
 
 WORST = 5  # volumes listed by lowest Dice
 # The numbers an evaluation leads with, in the order commands print them.
@@ -48,10 +56,6 @@ HEADLINE = (
     "pixel_accuracy",
     "loss",
 )
-
-
-def _fg_dice(counts: np.ndarray) -> float:
-    return float(dice_np(counts)[1:].mean())
 
 
 def evaluate_samples(
@@ -120,7 +124,7 @@ def evaluate_samples(
                 "image": sample.name,
                 "group": sample.group,
                 "has_foreground": bool((truth > 0).any()),
-                "fg_dice": _fg_dice(counts),
+                "fg_dice": fg_dice_np(counts),
                 "fg_pixels_true": int((truth > 0).sum()),
                 "fg_pixels_pred": int((pred > 0).sum()),
                 **{f"dice_{n}": float(d) for n, d in zip(names, dice_np(counts), strict=True)},
@@ -142,7 +146,7 @@ def evaluate_samples(
             lesions = sum(lesion_counts(t, p) for t, p in zip(truth, pred, strict=True))
         per_volume[group] = {
             "images": len(truth),
-            "fg_dice": _fg_dice(volume["counts"]),
+            "fg_dice": fg_dice_np(volume["counts"]),
             "hd95_px": distance,
             "has_foreground": any(t.any() for t in truth),
             "predicted_foreground": any(p.any() for p in pred),
@@ -167,7 +171,7 @@ def evaluate_samples(
         "loss": losses.mean(),
         "images": len(rows),
         "volumes": len(per_volume),
-        "fg_dice": _fg_dice(total),
+        "fg_dice": fg_dice_np(total),
         "fg_dice_image_mean": float(np.mean(with_fg)) if with_fg else float("nan"),
         "images_with_foreground": len(with_fg),
         "fg_dice_volume_mean": float(np.mean(volume_dice)),
@@ -345,7 +349,7 @@ def _evaluate(cfg: EvaluateConfig, rule: Mapping | None = None, keep: dict | Non
     if len(runs) == 1:
         loss = build_loss(run.cfg.loss, dataset.num_classes, run.cfg.model.from_logits)
     if rule is None:
-        rule = read_rule(run.run_dir) if len(runs) == 1 else NONE
+        rule = rule_of(runs)
     summary, rows = evaluate_samples(
         predictor, samples, dataset.names, colormap, others, loss, run.cfg.trainer.batch_size,
         rule, keep, cfg.stand_in_channel,
@@ -363,8 +367,7 @@ def _evaluate(cfg: EvaluateConfig, rule: Mapping | None = None, keep: dict | Non
     if cfg.stand_in_channel is not None:
         summary["stand_in_channel"] = cfg.stand_in_channel
         name = f"{name}_channel{cfg.stand_in_channel}_only"
-    home = run.run_dir if len(runs) == 1 else ensemble_dir(runs)
-    out_dir = home / "evaluation" / name
+    out_dir = results_dir(runs) / "evaluation" / name
     write_evaluation(out_dir, summary, rows)
     summary["written_to"] = str(out_dir)
     return summary

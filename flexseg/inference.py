@@ -45,7 +45,7 @@ from flexseg.errors import DataError, PreflightError
 from flexseg.plots import overlay
 from flexseg.postprocess import NONE, apply_rule, read_rule
 from flexseg.progress import progress_bar
-from flexseg.runs import Run, ensemble_dir, load_runs
+from flexseg.runs import Run, load_runs, results_dir
 
 
 def gaussian_weights(height: int, width: int, sigma_scale: float = 0.125) -> np.ndarray:
@@ -411,8 +411,9 @@ class Ensemble:
     """The mean of the class probabilities of several predictors of one way of reading images
     (the runs of a cross-validation, say), with `Predictor.predict_many`'s interface.
 
-    Each predictor takes `batch_size` images at a time (with its own test-time augmentation
-    and tiling); the jobs it yields are the first predictor's.
+    The members read images alike (`flexseg.runs.load_runs` checks it), so the model inputs
+    of `batch_size` images are made once and each member runs its model over them; the jobs
+    yielded hold the last member's outputs.
     """
 
     def __init__(self, predictors: Sequence[Predictor]):
@@ -432,9 +433,22 @@ class Ensemble:
         yield from self._mean(chunk)
 
     def _mean(self, chunk: list) -> Iterator[tuple[np.ndarray, Job]]:
-        each = [list(predictor.predict_many(chunk)) for predictor in self.predictors]
-        for results in zip(*each, strict=True):
-            yield np.mean([probs for probs, _ in results], axis=0), results[0][1]
+        jobs = []
+        for image, stats, item in chunk:
+            job = self.predictors[0].job(image, stats)
+            job.item = item
+            jobs.append(job)
+        each = []
+        for predictor in self.predictors:
+            predictor.run(jobs)
+            each.append([job.finish(job.probabilities) for job in jobs])
+        for job, probs in zip(jobs, zip(*each, strict=True), strict=True):
+            yield np.mean(probs, axis=0), job
+
+
+def rule_of(runs: Sequence[Run]) -> dict:
+    """The post-processing of one run (its `postprocessing.json`); none for an ensemble."""
+    return read_rule(runs[0].run_dir) if len(runs) == 1 else dict(NONE)
 
 
 def predictor_of(runs: Sequence[Run], spec: ReadSpec, tta: str, batch_size: int):
@@ -482,8 +496,7 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
             groups[path] = path.stem  # a file of no known group is its own group
     predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size)
     colormap = colormap_of(dataset) or ColorMap.default(dataset.num_classes)
-    home = run.run_dir if len(runs) == 1 else ensemble_dir(runs)
-    output = Path(cfg.output) if cfg.output else home / "predictions"
+    output = Path(cfg.output) if cfg.output else results_dir(runs) / "predictions"
     return predict_files(
         predictor,
         images,
@@ -492,5 +505,5 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
         groups,
         overwrite=cfg.overwrite,
         save_probabilities=cfg.save_probabilities,
-        rule=read_rule(run.run_dir) if len(runs) == 1 else NONE,
+        rule=rule_of(runs),
     )

@@ -140,6 +140,11 @@ def dice_np(counts: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 1.0)
 
 
+def fg_dice_np(counts: np.ndarray) -> float:
+    """`fg_dice` from (K, 3) counts: the mean Dice of the foreground classes."""
+    return float(dice_np(counts)[1:].mean())
+
+
 def iou_np(counts: np.ndarray) -> np.ndarray:
     """IoU per class from (K, 3) counts; 1.0 where truth and prediction are both empty."""
     tp, fp, fn = counts[:, 0], counts[:, 1], counts[:, 2]

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from flexseg.errors import DataError
-from flexseg.metrics import counts_np, dice_np
+from flexseg.metrics import counts_np, fg_dice_np
 
 POSTPROCESSING_FILE = "postprocessing.json"
 NONE = {"name": "none"}
@@ -41,9 +41,7 @@ def apply_rule(pred: np.ndarray, rule: Mapping) -> np.ndarray:
     for class_id in np.unique(pred):
         if class_id == 0:
             continue
-        labels, count = ndimage.label(pred == class_id)
-        if count == 0:
-            continue
+        labels, count = ndimage.label(pred == class_id)  # count >= 1: the class is there
         sizes = np.bincount(labels.ravel())[1:]  # pixels of components 1..count
         if rule["name"] == "min_size":
             dropped = np.flatnonzero(sizes < rule["min_size"]) + 1
@@ -72,7 +70,7 @@ def choose(
         dice = []
         for slices in volumes.values():
             counts = sum(counts_np(t, apply_rule(p, rule), num_classes) for t, p in slices)
-            dice.append(float(dice_np(counts)[1:].mean()))
+            dice.append(fg_dice_np(counts))
         scores[describe(rule)] = float(np.mean(dice))
     best = max(candidates(), key=lambda r: scores[describe(r)])  # the first of equals: none
     return (best if scores[describe(best)] > scores["none"] else NONE), scores
@@ -93,8 +91,7 @@ def read_rule(run_dir: str | Path) -> dict:
         return dict(NONE)
     try:
         rule = json.loads(path.read_text())["rule"]
-        known = {describe(r) for r in candidates()} | {"min_size"}
-        if rule["name"] not in known or (
+        if rule["name"] not in {r["name"] for r in candidates()} or (
             rule["name"] == "min_size" and not isinstance(rule["min_size"], int)
         ):
             raise ValueError(f"unknown rule {rule!r}")

@@ -196,8 +196,11 @@ def load_runs(run_dir: str | Path | list, checkpoint: str | None = None) -> list
     return runs
 
 
-def ensemble_dir(runs: list[Run]) -> Path:
-    """Where an ensemble's results go: `ensemble/` in the folder that holds its runs."""
+def results_dir(runs: list[Run]) -> Path:
+    """Where evaluations and predictions of `runs` go: one run's own folder, or, for an
+    ensemble, `ensemble/` in the folder that holds its runs."""
+    if len(runs) == 1:
+        return runs[0].run_dir
     parents = [run.run_dir.resolve().parent for run in runs]
     common = Path(os.path.commonpath(parents)) if len(set(parents)) > 1 else parents[0]
     return common / "ensemble"

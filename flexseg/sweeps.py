@@ -77,14 +77,16 @@ def write_sweep_summary(
         writer.writeheader()
         writer.writerows(rows)
 
-    def cell(value) -> str:
-        return f"{value:.4f}" if isinstance(value, float) else "" if value is None else str(value)
-
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in rows]
     md_path = sweep_dir / "sweep_summary.md"
     md_path.write_text("\n".join(lines) + "\n")
     return [csv_path, md_path, *write_cv_summary(sweep_dir, rows)]
+
+
+def cell(value) -> str:
+    """A table cell: floats to four places, nothing for None."""
+    return f"{value:.4f}" if isinstance(value, float) else "" if value is None else str(value)
 
 
 CV_COLUMNS = ["setting", "folds", "fold", "job", "best_val_fg_dice", "test_fg_dice_volume_mean"]
@@ -115,7 +117,7 @@ def write_cv_summary(sweep_dir: Path, rows: Sequence[dict]) -> list[Path]:
         for setting, folds in settings.items():
             folds.sort(key=lambda r: r["fold"])
             writer.writerows(folds)
-            dice = np.array([r["best_val_fg_dice"] or np.nan for r in folds], float)
+            dice = np.array([r["best_val_fg_dice"] for r in folds], float)  # None: nan
             spread = float(dice.std(ddof=1)) if len(dice) > 1 else 0.0
             count = folds[0]["folds"]
             lines += [
@@ -123,7 +125,7 @@ def write_cv_summary(sweep_dir: Path, rows: Sequence[dict]) -> list[Path]:
                 "",
                 "| fold | job | best val_fg_dice |",
                 "|---|---|---|",
-                *(f"| {r['fold']} | {r['job']} | {r['best_val_fg_dice']:.4f} |" for r in folds),
+                *(f"| {r['fold']} | {r['job']} | {cell(r['best_val_fg_dice'])} |" for r in folds),
                 "",
                 f"val_fg_dice over the folds: {dice.mean():.4f} +- {spread:.4f}",
                 "",

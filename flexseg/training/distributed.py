@@ -163,12 +163,8 @@ class Group:
         log.info("the %d processes hold the same weights %s", self.processes.count, when)
 
     def _assign(self, model: keras.Model, flat: np.ndarray) -> None:
-        offset = 0
-        for variable in model.weights:
-            size = int(np.prod(variable.shape))
-            value = flat[offset : offset + size].reshape(variable.shape)
+        for variable, value in zip(model.weights, _unflat(flat, model.weights), strict=True):
             variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
-            offset += size
 
     # --- liveness --------------------------------------------------------------------------
 
@@ -263,14 +259,10 @@ def summed_results(model: keras.Model) -> dict:
     """The model's metric values from their states summed over the processes (losses are
     sums and counts, confusion metrics TP/FP/FN counts: sums of sums are exact)."""
     states = [v for metric in model.metrics for v in metric.variables]
-    total = backend.all_sum(_flat(states))
-    results, offset = {}, 0
+    summed = iter(_unflat(backend.all_sum(_flat(states)), states))
+    results = {}
     for metric in model.metrics:
-        values = []
-        for variable in metric.variables:
-            size = int(np.prod(variable.shape))
-            values.append(total[offset : offset + size].reshape(variable.shape).astype("float32"))
-            offset += size
+        values = [next(summed).astype("float32") for _ in metric.variables]
         result = metric.stateless_result(values)
         if isinstance(result, dict):
             results.update(result)
@@ -291,6 +283,13 @@ def _flat(variables) -> np.ndarray:
     return np.concatenate(
         [np.asarray(keras.ops.convert_to_numpy(v), np.float64).ravel() for v in variables]
     )
+
+
+def _unflat(flat: np.ndarray, variables) -> list[np.ndarray]:
+    """`_flat`'s vector cut back into arrays of the variables' shapes."""
+    sizes = [int(np.prod(v.shape)) for v in variables]
+    parts = np.split(flat, np.cumsum(sizes)[:-1]) if sizes else []
+    return [part.reshape(v.shape) for part, v in zip(parts, variables, strict=True)]
 
 
 def _key(kind: str, rank: int) -> str:
