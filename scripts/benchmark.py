@@ -5,6 +5,7 @@
     python scripts/benchmark.py --presets reference --precision mixed_bfloat16   # on a GPU
     python scripts/benchmark.py --rounds 3      # three interleaved rounds, medians: steadier
     python scripts/benchmark.py --feed /data/lgg-flair-80 --rounds 3   # loader, evaluate, infer
+    python scripts/benchmark.py --presets small --backends torch pytorch-baseline --profile 3
 
 Each (preset, backend) runs in its own process: training images/s (after warm-up, the median
 of `--repeats` windows of `--steps` steps on batches of `--batch-size`), inference images/s,
@@ -17,7 +18,11 @@ repeated N times, the backends interleaved, and the median round kept. Writes
 `benchmarks/results.json` (a list of records) and `benchmarks/results.md`, with the machine,
 versions and settings. `--feed` measures what feeds the model instead
 (`scripts/benchmark_feed.py`): the loader by worker processes and cache, evaluation and
-inference beside the model's own inference, and a cached training's memory.
+inference beside the model's own inference, and a cached training's memory. `--profile N`
+adds, for Keras on torch and the hand-written network, the operators that took the most time
+over N training steps (torch's profiler; the GPU's time where there is one); `--loss-share`
+times Keras' step again with plain cross-entropy and no metrics, giving the share of a step
+that CE + Dice and the metrics take; `--data-format` sets FlexUNet's layout.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ def keras_worker(preset_name: str, args) -> list[dict]:
     from flexseg.losses import CrossEntropyDice
     from flexseg.metrics import segmentation_metrics
     from flexseg.models import FlexUNet, forward_flops
+    from flexseg.models.flex_unet import resolve_data_format
     from flexseg.training.setup import resolve_jit_compile
 
     preset = PRESETS[preset_name]
@@ -91,6 +97,7 @@ def keras_worker(preset_name: str, args) -> list[dict]:
         base_kernels=preset["base_kernels"],
         num_layers=preset["num_layers"],
         normalization="none",  # as the hand-written baseline
+        data_format=args.data_format,
     )
     jit = resolve_jit_compile(args.jit_compile)
     model.compile(
@@ -116,10 +123,28 @@ def keras_worker(preset_name: str, args) -> list[dict]:
         args.warmup,
     )
     flops = forward_flops(model)
+    extra = {}
+    if args.profile and backend.name() == "torch":
+        extra["profile"] = torch_profile(lambda: model.train_on_batch(x, y), args.profile)
+    if args.loss_share:
+        # The same model with plain cross-entropy and no metrics: what CE + Dice and the
+        # metrics add to a step.
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss=keras.losses.CategoricalCrossentropy(),
+            jit_compile=jit,
+        )
+        model.train_on_batch(x, y)
+        bare = timed_windows(
+            lambda: model.train_on_batch(x, y), len(x), args.steps, args.repeats, args.warmup
+        )
+        extra["bare_train_img_s"] = round(bare, 2)
+        extra["loss_metrics_share"] = round(1 - train / bare, 3)
     return [
         {
+            **extra,
             "backend": backend.name(),
-            "variant": f"keras jit_compile={jit}",
+            "variant": f"keras jit_compile={jit} {resolve_data_format(args.data_format)}",
             "xla_flags": os.environ.get("XLA_FLAGS") if backend.name() == "jax" else None,
             "device": device_name(),
             "params": model.count_params(),
@@ -177,10 +202,12 @@ def torch_worker(preset_name: str, args) -> list[dict]:
         train_step()
         first_step_s = time.perf_counter() - start
         train = timed_windows(train_step, len(x_np), args.steps, args.repeats, args.warmup)
+        profile = torch_profile(train_step, args.profile) if args.profile else None
         net.eval()
         infer = timed_windows(infer_step, len(x_np), args.steps, args.repeats, args.warmup)
         records.append(
             {
+                **({"profile": profile} if profile else {}),
                 "backend": "pytorch",
                 "variant": variant,
                 "device": device_name(),
@@ -193,6 +220,34 @@ def torch_worker(preset_name: str, args) -> list[dict]:
             }
         )
     return records
+
+
+def torch_profile(step, steps: int, top: int = 15) -> list[dict]:
+    """The `top` operators by their own time (the GPU's where there is one) over `steps`
+    calls of `step`, per step."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    fields = ("self_device_time_total", "self_cuda_time_total") if cuda else ()
+    field = next((f for f in fields if hasattr(prof.key_averages()[0], f)), "self_cpu_time_total")
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, field), reverse=True)
+    total = sum(getattr(e, field) for e in events) / 1000 / steps
+    return [
+        {
+            "op": e.key[:80],
+            "ms_per_step": round(getattr(e, field) / 1000 / steps, 2),
+            "share": round(getattr(e, field) / 1000 / steps / total, 3),
+            "calls_per_step": round(e.count / steps, 1),
+        }
+        for e in events[:top]
+    ]
 
 
 def loader_worker(preset_name: str, args) -> list[dict]:
@@ -370,6 +425,7 @@ def main() -> None:
     parser.add_argument("--precision", default="float32",
                         choices=["float32", "mixed_float16", "mixed_bfloat16"])  # fmt: skip
     parser.add_argument("--jit-compile", default="auto", help="trainer.jit_compile for Keras")
+    parser.add_argument("--data-format", default="auto", help="FlexUNet's data_format")
     parser.add_argument(
         "--torch-variants", nargs="+", default=["eager", "channels_last", "compile"]
     )
@@ -382,6 +438,14 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     parser.add_argument("--no-loader", action="store_true", help="skip the loader measurement")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="STEPS",
+        help="torch and Keras on torch: the top operators' times over this many steps",
+    )  # fmt: skip
+    parser.add_argument(
+        "--loss-share", action="store_true",
+        help="Keras: also time the step with plain cross-entropy and no metrics",
+    )  # fmt: skip
     parser.add_argument("--feed", metavar="DATA", help="lgg-flair-80's folder: measure the feed")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.json"))
     parser.add_argument("--worker", choices=["keras", "torch", "loader"], help=argparse.SUPPRESS)
@@ -406,6 +470,8 @@ def main() -> None:
         "--batch-size", str(args.batch_size), "--steps", str(args.steps),
         "--repeats", str(args.repeats), "--warmup", str(args.warmup),
         "--precision", args.precision, "--jit-compile", str(args.jit_compile).lower(),
+        "--data-format", args.data_format,
+        "--profile", str(args.profile), *(["--loss-share"] if args.loss_share else []),
         "--torch-variants", *args.torch_variants, "--loader-overrides", *args.loader_overrides,
     ]  # fmt: skip
     info = {
@@ -419,6 +485,7 @@ def main() -> None:
                 "warmup",
                 "precision",
                 "jit_compile",
+                "data_format",
                 "rounds",
             )
         },  # fmt: skip
@@ -444,6 +511,10 @@ def main() -> None:
                         f"peak RSS {r['peak_rss_mb']} MB",
                         flush=True,
                     )
+                    if "loss_metrics_share" in r:
+                        print(f"  CE + Dice and metrics: {r['loss_metrics_share']:.1%} of a step")
+                    for op in r.get("profile", []):
+                        print(f"  {op['ms_per_step']:>9} ms {op['share']:>6.1%}  {op['op']}")
                 write_results(median_records(measured), info, args)  # a stopped run keeps them
     print(f"wrote {args.output} and {Path(args.output).with_suffix('.md')}")
 

@@ -8,10 +8,12 @@ from numbers import Real
 
 import keras
 
+from flexseg import backend
 from flexseg.models.blocks import BlockConv2DTranspose, BlockMaxPooling2D
 
 NORMALIZATIONS = ("none", "batch", "group")
 OUTPUTS = ("softmax", "logits")
+DATA_FORMATS = ("auto", "channels_last", "channels_first")
 
 # Keras' default momentum (0.99) leaves the moving statistics far from the data after short
 # runs, and a model that trained well predicts garbage in inference mode; 0.9 tracks them.
@@ -51,6 +53,16 @@ def level_dilation(dilation: int, level: int) -> int:
     return max(1, dilation - level)
 
 
+def resolve_data_format(data_format: str) -> str:
+    """The layout FlexUNet computes in: `auto` is channels-first on torch, whose convolutions
+    take that layout (Keras copies every channels-last input to it and back, 19% of a CPU
+    training step, docs/performance.md), and channels-last elsewhere (TensorFlow's CPU
+    convolutions take only that)."""
+    if data_format != "auto":
+        return data_format
+    return "channels_first" if backend.name() == "torch" else "channels_last"
+
+
 @keras.saving.register_keras_serializable(package="flexseg")
 class FlexUNet(keras.Model):
     """A UNet with configurable depth, filters, kernel sizes, dilation and dropout.
@@ -76,6 +88,10 @@ class FlexUNet(keras.Model):
         input_rescale: a factor the input is multiplied by inside the model (e.g. `1/255`),
             or `None` when the data arrive already normalised.
         output: `"softmax"` for class probabilities or `"logits"` for raw scores.
+        data_format: the layout the layers compute in: `"channels_last"`,
+            `"channels_first"`, or `"auto"` (channels-first on torch, channels-last on
+            TensorFlow and JAX, the faster one of each). Inputs and outputs are channels-last
+            and the weights are the same in every layout.
 
     Example:
     >>> model = FlexUNet(input_shape=(64, 64, 1), num_classes=2, num_layers=4)
@@ -96,6 +112,7 @@ class FlexUNet(keras.Model):
         activation: str = "relu",
         input_rescale: float | None = None,
         output: str = "softmax",
+        data_format: str = "auto",
         **kwargs,
     ):
         kwargs.setdefault("name", "flex_unet")
@@ -111,8 +128,11 @@ class FlexUNet(keras.Model):
             activation,
             input_rescale,
             output,
+            data_format,
         )
         input_shape = tuple(input_shape)
+        layout = resolve_data_format(data_format)
+        channel_axis = 1 if layout == "channels_first" else -1
         base_kernels = base_kernels if isinstance(base_kernels, int) else list(base_kernels)
         filters = [base_filters * 2**i for i in range(num_layers)]
 
@@ -126,9 +146,12 @@ class FlexUNet(keras.Model):
                     padding="same",
                     dilation_rate=level_dilation(dilation, level),
                     use_bias=normalization == "none",
+                    data_format=layout,
                     name=f"{prefix}_conv{j}",
                 )(x)
-                x = _normalization(normalization, filters[level], f"{prefix}_norm{j}")(x)
+                x = _normalization(
+                    normalization, filters[level], channel_axis, f"{prefix}_norm{j}"
+                )(x)
                 x = keras.layers.Activation(activation, name=f"{prefix}_act{j}")(x)
             return x
 
@@ -136,22 +159,34 @@ class FlexUNet(keras.Model):
         x = inputs
         if input_rescale is not None:
             x = keras.layers.Rescaling(input_rescale, name="rescale")(x)
+        if layout == "channels_first":
+            x = keras.layers.Permute((3, 1, 2), name="to_channels_first")(x)  # (B, C, H, W)
 
         skips = []
         for level in range(num_layers):
             if level > 0:
-                x = BlockMaxPooling2D(2, name=f"enc{level}_pool")(x)  # (B, H/2**i, ...)
+                x = BlockMaxPooling2D(2, data_format=layout, name=f"enc{level}_pool")(x)
             x = conv_block(x, level, f"enc{level}")
             skips.append(x)
 
         for level in range(num_layers - 2, -1, -1):
             x = BlockConv2DTranspose(
-                filters[level], 2, strides=2, padding="same", name=f"dec{level}_up"
+                filters[level],
+                2,
+                strides=2,
+                padding="same",
+                data_format=layout,
+                name=f"dec{level}_up",
             )(x)
-            x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
+            x = keras.layers.Concatenate(axis=channel_axis, name=f"dec{level}_concat")(
+                [x, skips[level]]
+            )
             x = conv_block(x, level, f"dec{level}")
 
-        x = keras.layers.Conv2D(num_classes, 1, name="head")(x)  # (B, H, W, num_classes)
+        x = keras.layers.Conv2D(num_classes, 1, data_format=layout, name="head")(x)
+        if layout == "channels_first":
+            x = keras.layers.Permute((2, 3, 1), name="to_channels_last")(x)
+        # x: (B, H, W, num_classes)
         # The output stays float32 under mixed precision so losses see full precision.
         act = "softmax" if output == "softmax" else "linear"
         outputs = keras.layers.Activation(act, dtype="float32", name="output")(x)
@@ -168,6 +203,7 @@ class FlexUNet(keras.Model):
         self.activation = activation
         self.input_rescale = input_rescale
         self.output_kind = output
+        self.data_format = data_format
 
     @property
     def size_multiple(self) -> int:
@@ -195,6 +231,7 @@ class FlexUNet(keras.Model):
             "activation": self.activation,
             "input_rescale": self.input_rescale,
             "output": self.output_kind,
+            "data_format": self.data_format,
         }
 
     @classmethod
@@ -202,11 +239,11 @@ class FlexUNet(keras.Model):
         return cls(**config)
 
 
-def _normalization(kind: str, filters: int, name: str) -> keras.layers.Layer:
+def _normalization(kind: str, filters: int, axis: int, name: str) -> keras.layers.Layer:
     if kind == "batch":
-        return keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=name)
+        return keras.layers.BatchNormalization(axis=axis, momentum=BATCH_NORM_MOMENTUM, name=name)
     if kind == "group":
-        return keras.layers.GroupNormalization(math.gcd(MAX_GROUPS, filters), name=name)
+        return keras.layers.GroupNormalization(math.gcd(MAX_GROUPS, filters), axis=axis, name=name)
     return keras.layers.Identity(name=name)
 
 
@@ -222,6 +259,7 @@ def _validate(
     activation,
     input_rescale,
     output,
+    data_format,
 ) -> None:
     _check_int("num_classes", num_classes, 2 if output == "softmax" else 1)
     _check_int("base_filters", base_filters, 1)
@@ -259,6 +297,16 @@ def _validate(
         )
     if output not in OUTPUTS:
         raise ValueError(f"`output` must be one of {OUTPUTS}. Received: output={output!r}")
+    if data_format not in DATA_FORMATS:
+        raise ValueError(
+            f"`data_format` must be one of {DATA_FORMATS}. Received: data_format={data_format!r}"
+        )
+    if data_format == "channels_first" and backend.name() == "tensorflow" and not backend.has_gpu():
+        raise ValueError(
+            "`data_format='channels_first'` needs a GPU on TensorFlow, whose CPU convolutions "
+            "take channels-last tensors only; use 'auto' or 'channels_last' (the weights are "
+            "the same). Received: data_format='channels_first'"
+        )
 
     if (
         isinstance(input_shape, str)

@@ -29,10 +29,12 @@ def forward_flops(model: keras.Model) -> int:
                 f"`forward_flops` needs a fixed input size; layer {layer.name!r} has input "
                 f"shape {in_shape}. Build the model with a concrete `input_shape`."
             )
-        in_channels = in_shape[-1] // layer.groups if hasattr(layer, "groups") else in_shape[-1]
+        first = layer.data_format == "channels_first"
+        channel, space = (1, slice(2, 4)) if first else (-1, slice(1, 3))
+        in_channels = in_shape[channel] // getattr(layer, "groups", 1)
         macs_per_position = math.prod(layer.kernel_size) * in_channels * layer.filters
         # A convolution computes once per output pixel; a transposed one once per input pixel.
         transposed = isinstance(layer, keras.layers.Conv2DTranspose)
-        positions = math.prod(in_shape[1:3] if transposed else out_shape[1:3])
+        positions = math.prod(in_shape[space] if transposed else out_shape[space])
         total += 2 * positions * macs_per_position
     return total

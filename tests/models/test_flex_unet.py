@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from flexseg.models import FlexUNet
-from flexseg.models.flex_unet import level_dilation, level_kernel
+from flexseg import backend
+from flexseg.models import FlexUNet, forward_flops
+from flexseg.models.flex_unet import level_dilation, level_kernel, resolve_data_format
 from tests.helpers import run_model_contract, shapes_only
 
 TINY = dict(input_shape=(32, 32, 3), num_classes=2, base_filters=4, num_layers=3)
@@ -104,6 +105,7 @@ def test_topology_follows_the_level_rules():
         (dict(activation="nope"), "activation='nope'"),
         (dict(input_rescale=0), "input_rescale=0"),
         (dict(output="sigmoid"), "output='sigmoid'"),
+        (dict(data_format="nchw"), "data_format='nchw'"),
         (dict(input_shape=(32, 32)), "input_shape=(32, 32)"),
         (dict(input_shape=(32, 32, None)), "input_shape=(32, 32, None)"),
         (dict(input_shape=(30, 32, 3)), "height must be a multiple of 4"),
@@ -118,3 +120,31 @@ def test_bad_arguments_name_argument_and_value(override, message):
 def test_size_error_suggests_a_padded_size():
     with pytest.raises(ValueError, match="e.g. to 504"):
         FlexUNet(input_shape=(500, 512, 1), num_layers=4)
+
+
+@pytest.mark.parametrize("normalization", ["batch", "group", "none"])
+def test_both_layouts_hold_the_same_weights_and_give_the_same_outputs(normalization):
+    kwargs = {**TINY, "normalization": normalization, "dilation": 2, "num_classes": 3}
+    if keras.backend.backend() == "tensorflow" and not backend.has_gpu():
+        with pytest.raises(ValueError, match="needs a GPU on TensorFlow"):
+            FlexUNet(**kwargs, data_format="channels_first")
+        assert resolve_data_format("auto") == "channels_last"
+        return
+    last = FlexUNet(**kwargs, data_format="channels_last")
+    first = FlexUNet(**kwargs, data_format="channels_first")
+    assert [(w.path, w.shape) for w in first.weights] == [(w.path, w.shape) for w in last.weights]
+    for source, target in zip(last.weights, first.weights, strict=True):
+        target.assign(source)
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    for training in (False, True):  # batch statistics over the right axis too
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(first(x, training=training)),
+            keras.ops.convert_to_numpy(last(x, training=training)),
+            atol=1e-5,
+        )
+    assert forward_flops(first) == forward_flops(last)
+    expected = "channels_first" if keras.backend.backend() == "torch" else "channels_last"
+    assert resolve_data_format("auto") == expected
+    assert FlexUNet.from_config(first.get_config()).get_layer("enc0_conv1").data_format == (
+        "channels_first"
+    )
