@@ -26,7 +26,7 @@ from flexseg.config.schema import SPLITS, DatasetConfig, EvaluateConfig, Labelle
 from flexseg.data.build import colormap_of, read_spec
 from flexseg.data.checks import scan_samples
 from flexseg.data.masks import ColorMap, decode_mask
-from flexseg.data.reading import read_image, stand_in
+from flexseg.data.reading import read_image, stand_in, stand_in_problem
 from flexseg.data.sources import Sample, by_group, find_samples, folder_samples, natural_key
 from flexseg.errors import ConfigError, DataError, PreflightError
 from flexseg.inference import Predictor, grouped_reads, predictor_of, rule_of
@@ -326,11 +326,9 @@ def _evaluate(cfg: EvaluateConfig, rule: Mapping | None = None, keep: dict | Non
                 f"data.root {dataset.root} holds no image/mask pairs in {dataset.images_dir}/ "
                 f"and {dataset.masks_dir}/; set data.images_dir and data.masks_dir."
             )
-    if cfg.stand_in_channel is not None and cfg.stand_in_channel >= dataset.channels:
-        raise ConfigError(
-            f"stand_in_channel={cfg.stand_in_channel} is not a channel of the run's images "
-            f"(dataset.channels={dataset.channels}); use 0 to {dataset.channels - 1}."
-        )
+    problem = stand_in_problem("stand_in_channel", cfg.stand_in_channel, dataset.channels)
+    if problem:
+        raise ConfigError(problem)
     colormap = colormap_of(dataset)
     spec = read_spec(dataset, run.model.size_multiple)
     problems += scan_samples(samples, dataset.num_classes, spec, colormap)[1]

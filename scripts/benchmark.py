@@ -235,9 +235,10 @@ def torch_profile(step, steps: int, top: int = 15) -> list[dict]:
             step()
         if cuda:
             torch.cuda.synchronize()
+    averages = prof.key_averages()
     fields = ("self_device_time_total", "self_cuda_time_total") if cuda else ()
-    field = next((f for f in fields if hasattr(prof.key_averages()[0], f)), "self_cpu_time_total")
-    events = sorted(prof.key_averages(), key=lambda e: getattr(e, field), reverse=True)
+    field = next((f for f in fields if hasattr(averages[0], f)), "self_cpu_time_total")
+    events = sorted(averages, key=lambda e: getattr(e, field), reverse=True)
     total = sum(getattr(e, field) for e in events) / 1000 / steps
     return [
         {

@@ -132,6 +132,16 @@ def stand_in(raw: np.ndarray, channel: int) -> np.ndarray:
     return np.repeat(raw[..., channel : channel + 1], raw.shape[-1], axis=-1)
 
 
+def stand_in_problem(key: str, channel: int | None, channels: int) -> str | None:
+    """Why `key`=`channel` cannot stand in for the channels of `channels`-channel images."""
+    if channel is None or channel < channels:
+        return None
+    return (
+        f"{key}={channel} is not a channel of the images (dataset.channels={channels}); "
+        f"use 0 to {channels - 1}."
+    )
+
+
 def to_unit(image: np.ndarray) -> tuple[np.ndarray, float]:
     """A raw image as float32 with full intensity at 1, and the raw value of full intensity."""
     scale = unit_scale(image.dtype)

@@ -23,6 +23,7 @@ from flexseg.config.targets import instantiate
 from flexseg.data.build import build_datasets, colormap_of, read_spec
 from flexseg.data.checks import channel_notes, dataset_problems
 from flexseg.data.dataset import SegmentationDataset
+from flexseg.data.reading import stand_in_problem
 from flexseg.data.sources import Sample
 from flexseg.errors import ConfigError, DataError, PreflightError
 from flexseg.losses import SegmentationLoss, build_loss
@@ -211,11 +212,11 @@ def config_problems(cfg: TrainConfig) -> list[str]:
             f"dataset.stand_in_p={dataset.stand_in_p} needs dataset.stand_in_channel (the "
             "channel that stands in for missing ones); set it, or stand_in_p=0."
         )
-    if dataset.stand_in_channel is not None and dataset.stand_in_channel >= dataset.channels:
-        problems.append(
-            f"dataset.stand_in_channel={dataset.stand_in_channel} is not a channel of "
-            f"dataset.channels={dataset.channels}; use 0 to {dataset.channels - 1}."
-        )
+    problem = stand_in_problem(
+        "dataset.stand_in_channel", dataset.stand_in_channel, dataset.channels
+    )
+    if problem:
+        problems.append(problem)
     if model.num_classes != dataset.num_classes:
         problems.append(
             f"model.num_classes={model.num_classes} but dataset.num_classes="

@@ -119,6 +119,10 @@ CASES = [
     ("wrong loss class weights", None, ["loss.class_weights=[1.0]"], ["loss.class_weights"]),
     ("post-processing without a valid split", None, ["postprocess=auto"],
      ["postprocess=auto", "valid split"]),
+    ("stand-in channel beyond the channels", None, ["dataset.stand_in_channel=1"],
+     ["dataset.stand_in_channel=1 is not a channel", "dataset.channels=1"]),
+    ("stand-in probability without a channel", None, ["dataset.stand_in_p=0.5"],
+     ["dataset.stand_in_p=0.5 needs dataset.stand_in_channel"]),
 ]  # fmt: skip
 
 
