@@ -1,5 +1,5 @@
 """prepare_process: the commands turn XLA's CPU YNNPACK fusions off where jaxlib knows the flag,
-and only there, and quiet TensorFlow's start-up."""
+and only there, quiet TensorFlow's start-up and turn its oneDNN kernels on."""
 
 from __future__ import annotations
 
@@ -60,15 +60,49 @@ def test_flag_is_set_on_import_exactly_on_jax():
     assert (OFF in os.environ.get("XLA_FLAGS", "")) == expected
 
 
-def test_tensorflow_start_up_is_quiet_unless_the_user_asks(monkeypatch):
-    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+@pytest.mark.parametrize(
+    ("name", "ours", "users"),
+    [("TF_CPP_MIN_LOG_LEVEL", "2", "0"), ("TF_ENABLE_ONEDNN_OPTS", "1", "0")],
+    ids=["quiet-start-up", "onednn"],
+)
+def test_tensorflow_settings_unless_the_user_made_them(name, ours, users, monkeypatch):
+    monkeypatch.delenv(name, raising=False)
     runtime.prepare_process()
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    assert os.environ[name] == ours
+    monkeypatch.setenv(name, users)
     runtime.prepare_process()
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    assert os.environ[name] == users
 
 
 def test_installed_jaxlib_version_is_read():
     version = runtime.jaxlib_version()
     assert version is None or (len(version) == 3 and version >= (0, 4, 0))
+
+
+def test_tensorflow_runs_its_onednn_kernels():
+    # The suite's process was prepared as the commands' are (tests/conftest.py).
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"  # set for any TensorFlow it imports
+        return
+    from tensorflow.python.util import _pywrap_util_port
+
+    assert _pywrap_util_port.IsMklEnabled()
+
+
+def test_import_notices_are_dropped_and_everything_else_is_kept(capfd):
+    with runtime.stderr_without(runtime.IMPORT_NOTICES):
+        os.write(2, f"I0000 port.cc:153] {runtime.IMPORT_NOTICES[0]}. You may see\n".encode())
+        os.write(2, b"E0000 a real problem\n")
+        print("to stdout")
+    out, err = capfd.readouterr()
+    assert err == "E0000 a real problem\n"
+    assert out == "to stdout\n"
+
+
+def test_what_a_failing_import_wrote_is_kept(capfd):
+    with pytest.raises(ImportError), runtime.stderr_without(runtime.IMPORT_NOTICES):
+        os.write(2, b"cannot load libfoo.so\n")
+        raise ImportError("libfoo")
+    assert capfd.readouterr().err == "cannot load libfoo.so\n"
