@@ -88,6 +88,11 @@ class FlexUNet(keras.Model):
         input_rescale: a factor the input is multiplied by inside the model (e.g. `1/255`),
             or `None` when the data arrive already normalised.
         output: `"softmax"` for class probabilities or `"logits"` for raw scores.
+        foreground_prior: the probability of foreground the untrained model gives every pixel
+            (the prior initialisation of Lin et al. 2017): the head's biases start at
+            ``log(1 - p)`` for the background and ``log(p / (num_classes - 1))`` for each
+            other class (one logit output: ``log(p / (1 - p))``), so training on sparse masks
+            starts near the background rate instead of at 1 / num_classes. `None`: zeros.
         data_format: the layout the layers compute in: `"channels_last"`,
             `"channels_first"`, or `"auto"` (channels-first on torch, channels-last on
             TensorFlow and JAX, the faster one of each). Inputs and outputs are channels-last
@@ -112,6 +117,7 @@ class FlexUNet(keras.Model):
         activation: str = "relu",
         input_rescale: float | None = None,
         output: str = "softmax",
+        foreground_prior: float | None = None,
         data_format: str = "auto",
         **kwargs,
     ):
@@ -128,6 +134,7 @@ class FlexUNet(keras.Model):
             activation,
             input_rescale,
             output,
+            foreground_prior,
             data_format,
         )
         input_shape = tuple(input_shape)
@@ -191,6 +198,8 @@ class FlexUNet(keras.Model):
         act = "softmax" if output == "softmax" else "linear"
         outputs = keras.layers.Activation(act, dtype="float32", name="output")(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        if foreground_prior is not None:
+            self.get_layer("head").bias.assign(head_bias(foreground_prior, num_classes))
 
         self.image_shape = input_shape
         self.num_classes = num_classes
@@ -203,6 +212,7 @@ class FlexUNet(keras.Model):
         self.activation = activation
         self.input_rescale = input_rescale
         self.output_kind = output
+        self.foreground_prior = foreground_prior
         self.data_format = data_format
 
     @property
@@ -231,12 +241,21 @@ class FlexUNet(keras.Model):
             "activation": self.activation,
             "input_rescale": self.input_rescale,
             "output": self.output_kind,
+            "foreground_prior": self.foreground_prior,
             "data_format": self.data_format,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> FlexUNet:
         return cls(**config)
+
+
+def head_bias(foreground_prior: float, num_classes: int) -> list[float]:
+    """The head's biases that make an untrained model predict `foreground_prior` foreground."""
+    if num_classes == 1:
+        return [math.log(foreground_prior / (1 - foreground_prior))]
+    share = math.log(foreground_prior / (num_classes - 1))
+    return [math.log(1 - foreground_prior)] + [share] * (num_classes - 1)
 
 
 def _normalization(kind: str, filters: int, axis: int, name: str) -> keras.layers.Layer:
@@ -259,6 +278,7 @@ def _validate(
     activation,
     input_rescale,
     output,
+    foreground_prior,
     data_format,
 ) -> None:
     _check_int("num_classes", num_classes, 2 if output == "softmax" else 1)
@@ -297,6 +317,15 @@ def _validate(
         )
     if output not in OUTPUTS:
         raise ValueError(f"`output` must be one of {OUTPUTS}. Received: output={output!r}")
+    if foreground_prior is not None and (
+        isinstance(foreground_prior, bool)
+        or not isinstance(foreground_prior, Real)
+        or not 0 < foreground_prior < 1
+    ):
+        raise ValueError(
+            "`foreground_prior` must be a probability in (0, 1), e.g. 0.01, or None. "
+            f"Received: foreground_prior={foreground_prior!r}"
+        )
     if data_format not in DATA_FORMATS:
         raise ValueError(
             f"`data_format` must be one of {DATA_FORMATS}. Received: data_format={data_format!r}"

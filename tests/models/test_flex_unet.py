@@ -18,7 +18,7 @@ TINY = dict(input_shape=(32, 32, 3), num_classes=2, base_filters=4, num_layers=3
         dict(normalization="none"),
         dict(dropout_rate=0.1, activation="gelu"),  # batch normalization: the default
         dict(normalization="group", base_kernels=(5, 3), dilation=2, input_rescale=1 / 255),
-        dict(output="logits", num_classes=3),
+        dict(output="logits", num_classes=3, foreground_prior=0.05),
     ],
     ids=["plain", "batch", "group", "logits"],
 )
@@ -39,6 +39,21 @@ def test_softmax_output_sums_to_one():
     model = FlexUNet(**TINY)
     probs = keras.ops.convert_to_numpy(model(np.ones((1, 32, 32, 3), "float32")))
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("output", "num_classes"), [("softmax", 2), ("softmax", 3), ("logits", 1)])
+def test_untrained_model_predicts_the_foreground_prior(output, num_classes):
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+
+    def median_foreground(**prior) -> float:
+        model = FlexUNet(**{**TINY, "output": output, "num_classes": num_classes}, **prior)
+        scores = keras.ops.convert_to_numpy(model(x))
+        if output == "logits":  # one logit: the foreground's log-odds
+            return float(np.median(1 / (1 + np.exp(-scores[..., 0]))))
+        return float(np.median(scores[..., 1:].sum(-1)))
+
+    assert abs(median_foreground(foreground_prior=0.01) - 0.01) < 0.005
+    assert median_foreground() > 0.3  # zero biases: 1 - 1 / num_classes, or 0.5 for one logit
 
 
 def test_any_size_multiple_when_height_and_width_are_open():
@@ -105,6 +120,8 @@ def test_topology_follows_the_level_rules():
         (dict(activation="nope"), "activation='nope'"),
         (dict(input_rescale=0), "input_rescale=0"),
         (dict(output="sigmoid"), "output='sigmoid'"),
+        (dict(foreground_prior=0), "foreground_prior=0"),
+        (dict(foreground_prior=1.0), "foreground_prior=1.0"),
         (dict(data_format="nchw"), "data_format='nchw'"),
         (dict(input_shape=(32, 32)), "input_shape=(32, 32)"),
         (dict(input_shape=(32, 32, None)), "input_shape=(32, 32, None)"),
