@@ -33,8 +33,8 @@ def pytest_report_header(config) -> str:
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
     """Each test starts from the same seed and an empty Keras name scope. Python's collector
-    runs as usual: a full collection before every test (clear_session's default) took 0.6 s a
-    test in a process holding TensorFlow, most of the suite's time."""
+    runs as usual: a full collection before every test (clear_session's default) took about
+    0.6 s a test in a process holding TensorFlow (103 s of a 165 s run of four test folders)."""
     keras.backend.clear_session(free_memory=False)
     backend.set_random_seed(0)
     yield
