@@ -182,6 +182,12 @@ def format_evaluation(summary: dict) -> str:
         f"  {'lesions':<22} {summary['lesions_detected']} detected, "
         f"{summary['lesions_missed']} missed, {summary['lesions_false']} false"
     )
+    found = ", ".join(
+        f"{size} {n['detected']}/{n['lesions']}"
+        for size, n in summary["lesions_by_size"].items()
+        if n["lesions"]
+    )
+    lines.append(f"  {'lesions found by size':<22} {found or 'no lesion'}")
     worst = ", ".join(f"{g} {d:.3f}" for g, d in summary["worst_volumes"].items())
     lines.append(f"  {'lowest volume Dice':<22} {worst}")
     lines.append(f"  written to {summary['written_to']}")

@@ -33,12 +33,14 @@ from flexseg.inference import Predictor, grouped_reads, predictor_of, rule_of
 from flexseg.losses import build_loss
 from flexseg.metrics import (
     counts_np,
+    detection_by_size,
     dice_np,
     fg_dice_np,
     hd95,
     iou_np,
     lesion_counts,
     lesion_f1,
+    lesion_sizes,
 )
 from flexseg.postprocess import NONE, apply_rule, choose, describe, save_rule
 from flexseg.progress import progress_bar
@@ -133,17 +135,19 @@ def evaluate_samples(
         progress.add(1)
     order = {s.name: k for k, s in enumerate(ordered)}
     rows.sort(key=lambda r: order[r["image"]])
-    per_volume = {}
+    per_volume, sized = {}, []
     for group, volume in volumes.items():
         truth, pred = volume["truth"], volume["pred"]
         if len({t.shape for t in truth}) == 1:  # slices of a volume, stacked in name order
             distance = hd95(np.stack(truth), np.stack(pred))
             lesions = lesion_counts(np.stack(truth), np.stack(pred))
+            sized.append(lesion_sizes(np.stack(truth), np.stack(pred)))
         else:  # slices of different sizes: per-slice distances' mean, lesions' sum
             per_slice = np.array([hd95(t, p) for t, p in zip(truth, pred, strict=True)])
             finite = per_slice[np.isfinite(per_slice)]
             distance = float(finite.mean()) if finite.size else math.nan
             lesions = sum(lesion_counts(t, p) for t, p in zip(truth, pred, strict=True))
+            sized += [lesion_sizes(t, p) for t, p in zip(truth, pred, strict=True)]
         per_volume[group] = {
             "images": len(truth),
             "fg_dice": fg_dice_np(volume["counts"]),
@@ -192,6 +196,8 @@ def evaluate_samples(
         "lesions_missed": int(lesions[1]),
         "lesions_false": int(lesions[2]),
         "lesion_f1": lesion_f1(lesions),
+        # small lesions are the ones a model misses: detection per lesion size
+        "lesions_by_size": detection_by_size(sized),
         "worst_volumes": {g: per_volume[g]["fg_dice"] for g in worst[:WORST]},
         "pixel_accuracy": float(total[:, 0].sum() / max(total[:, [0, 2]].sum(), 1)),
         "per_class": {

@@ -10,12 +10,13 @@ resized back. Either way the prediction has the input's original height and widt
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import keras
 import numpy as np
 
 from flexseg.config.parse import parse
-from flexseg.config.schema import TTA_MODES, InferConfig
+from flexseg.config.schema import TTA_MODES, TTA_VIEWS, InferConfig
 from flexseg.data.build import colormap_of, read_spec
 from flexseg.data.checks import input_problems
 from flexseg.data.masks import ColorMap, write_palette_png
@@ -43,7 +44,7 @@ from flexseg.data.sources import by_group
 from flexseg.data.splits import group_of
 from flexseg.errors import DataError, PreflightError
 from flexseg.plots import overlay
-from flexseg.postprocess import NONE, apply_rule, read_rule
+from flexseg.postprocess import NONE, apply_rule, pooled, read_rule, read_scores
 from flexseg.progress import progress_bar
 from flexseg.runs import Run, load_runs, results_dir
 
@@ -94,7 +95,8 @@ class Predictor:
     Args:
         model: a Keras model with input (H, W, C) and softmax or logits output (.., K).
         spec: how the training data were read (size policy, normalisation, channels).
-        tta: `"none"`, or `"flip"` to average with the horizontally flipped prediction.
+        tta: `"none"`; `"flip"` to average with the horizontally flipped prediction;
+            `"flip_hv"` with the horizontally, vertically and doubly flipped ones.
         overlap: share of a tile that its neighbour overlaps in tiled inference.
         batch_size: model inputs per forward pass, flipped copies included (bounds memory).
         from_logits: the model outputs logits.
@@ -152,7 +154,7 @@ class Predictor:
     @property
     def _per_pass(self) -> int:
         """Model inputs per forward pass before their flipped copies join them."""
-        return max(self.batch_size // (2 if self.tta == "flip" else 1), 1)
+        return max(self.batch_size // len(TTA_VIEWS[self.tta]), 1)
 
     def run(self, jobs: Sequence[Job]) -> None:
         """Forward passes of the jobs' inputs, `batch_size` at a time, into the jobs; jobs
@@ -172,14 +174,13 @@ class Predictor:
         probs, outputs = [], []
         for start in range(0, len(inputs), self._per_pass):
             chunk = inputs[start : start + self._per_pass]
-            count = len(chunk)
-            if self.tta == "flip":
-                chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
-            out = self._outputs(chunk)
+            count, views = len(chunk), TTA_VIEWS[self.tta]
+            out = self._outputs(np.concatenate([np.flip(chunk, axes) for axes in views]))
             p = self._softmax(out) if self.from_logits else out
-            if self.tta == "flip":
-                p = 0.5 * (p[:count] + p[count:, :, ::-1])
-            probs.append(p[:count])
+            p = np.mean(
+                [np.flip(p[k * count : (k + 1) * count], axes) for k, axes in enumerate(views)], 0
+            )
+            probs.append(p)
             outputs.append(out[:count])
         return np.concatenate(probs), np.concatenate(outputs)
 
@@ -447,8 +448,44 @@ class Ensemble:
 
 
 def rule_of(runs: Sequence[Run]) -> dict:
-    """The post-processing of one run (its `postprocessing.json`); none for an ensemble."""
-    return read_rule(runs[0].run_dir) if len(runs) == 1 else dict(NONE)
+    """The post-processing of one run (its `postprocessing.json`). For an ensemble of folds of
+    one cross-validation, the rule chosen on the folds' validation splits together
+    (`flexseg.postprocess.pooled`); none for another ensemble, or when a fold chose nothing."""
+    if len(runs) == 1:
+        return read_rule(runs[0].run_dir)
+    if not folds_of_one_cross_validation(runs):
+        return dict(NONE)
+    chosen = []
+    for run in runs:
+        scores = read_scores(run.run_dir)
+        # choosing also wrote the validation split's evaluation: its number of volumes
+        scored = run.run_dir / "evaluation" / "valid" / "evaluation.json"
+        try:
+            volumes = int(json.loads(scored.read_text())["volumes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            volumes = 0
+        if scores is None or volumes < 1:
+            return dict(NONE)
+        chosen.append((scores, volumes))
+    return pooled(chosen)[0]
+
+
+def folds_of_one_cross_validation(runs: Sequence[Run]) -> bool:
+    """Whether the runs are different folds of one cross-validation (the same split of the
+    same data but for `dataset.split.fold`), so that their validation splits do not overlap."""
+
+    def rule(run: Run) -> tuple:
+        split = run.cfg.dataset.split
+        seed = run.cfg.seed if split.seed is None else split.seed
+        return replace(split, fold=0, seed=seed), run.cfg.dataset.root, run.cfg.dataset.name
+
+    first = rule(runs[0])
+    folds = {run.cfg.dataset.split.fold for run in runs}
+    return (
+        bool(runs[0].cfg.dataset.split.folds)
+        and len(folds) == len(runs)
+        and all(rule(run) == first for run in runs)
+    )
 
 
 def predictor_of(runs: Sequence[Run], spec: ReadSpec, tta: str, batch_size: int):

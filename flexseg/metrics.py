@@ -12,6 +12,8 @@ slice that is 99% background it is 0.99 for a model that finds nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import keras
 import numpy as np
 from keras import ops
@@ -194,6 +196,39 @@ def lesion_counts(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     detected = np.count_nonzero(np.unique(lesions[overlap]))
     touching = np.count_nonzero(np.unique(blobs[overlap]))
     return np.array([detected, found - detected, predicted - touching], np.int64)
+
+
+# Lesion sizes by which detection is reported, in pixels (voxels of a stacked volume): a
+# bin runs from one bound up to the next.
+LESION_SIZE_BOUNDS = (1, 100, 1000, 10000)
+
+
+def lesion_sizes(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each lesion's size in pixels and whether it is detected, lesions and detection as in
+    `lesion_counts`: (sizes, detected), both of shape (lesions,)."""
+    lesions, found = ndimage.label(truth)
+    sizes = np.bincount(lesions.ravel(), minlength=found + 1)[1:]
+    detected = np.zeros(found + 1, bool)
+    detected[lesions[truth & pred]] = True
+    return sizes.astype(np.int64), detected[1:]
+
+
+def detection_by_size(
+    found: Iterable[tuple[np.ndarray, np.ndarray]],
+) -> dict[str, dict[str, int]]:
+    """{"1-99 px": {"lesions": n, "detected": d}, ...}: the lesions of every (sizes, detected)
+    pair of `lesion_sizes` and the detected ones, per size bin of `LESION_SIZE_BOUNDS` (the
+    last bin open), every bin present."""
+    sizes, detected = np.zeros(0, np.int64), np.zeros(0, bool)
+    for s, d in found:
+        sizes, detected = np.concatenate([sizes, s]), np.concatenate([detected, d])
+    bins = np.searchsorted(LESION_SIZE_BOUNDS, sizes, side="right") - 1
+    out = {}
+    for k, low in enumerate(LESION_SIZE_BOUNDS):
+        high = LESION_SIZE_BOUNDS[k + 1] - 1 if k + 1 < len(LESION_SIZE_BOUNDS) else None
+        name = f"{low}-{high} px" if high else f">={low} px"
+        out[name] = {"lesions": int((bins == k).sum()), "detected": int(detected[bins == k].sum())}
+    return out
 
 
 def lesion_f1(counts: np.ndarray) -> float:

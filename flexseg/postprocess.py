@@ -72,8 +72,24 @@ def choose(
             counts = sum(counts_np(t, apply_rule(p, rule), num_classes) for t, p in slices)
             dice.append(fg_dice_np(counts))
         scores[describe(rule)] = float(np.mean(dice))
+    return pick(scores), scores
+
+
+def pick(scores: Mapping[str, float]) -> dict:
+    """The candidate of the best score (`describe(rule)` -> mean per-volume Dice) if better
+    than none, else none."""
     best = max(candidates(), key=lambda r: scores[describe(r)])  # the first of equals: none
-    return (best if scores[describe(best)] > scores["none"] else NONE), scores
+    return dict(best if scores[describe(best)] > scores["none"] else NONE)
+
+
+def pooled(chosen: Sequence[tuple[Mapping[str, float], int]]) -> tuple[dict, dict[str, float]]:
+    """The rule chosen on several validation splits together, from each split's candidate
+    scores and its number of volumes (the folds of a cross-validation: every patient outside
+    the test split, predicted by the model that did not train on it, as nnU-Net chooses for
+    an ensemble of folds). Returns the rule and each candidate's pooled mean per-volume Dice."""
+    total = sum(n for _, n in chosen)
+    scores = {describe(r): sum(s[describe(r)] * n for s, n in chosen) / total for r in candidates()}
+    return pick(scores), scores
 
 
 def save_rule(run_dir: str | Path, rule: Mapping, scores: Mapping[str, float]) -> Path:
@@ -82,6 +98,17 @@ def save_rule(run_dir: str | Path, rule: Mapping, scores: Mapping[str, float]) -
     payload = {"rule": dict(rule), "chosen_on": "valid", "fg_dice_volume_mean": dict(scores)}
     path.write_text(json.dumps(payload, indent=2))
     return path
+
+
+def read_scores(run_dir: str | Path) -> dict[str, float] | None:
+    """Each candidate's validation score from the run's `postprocessing.json`, if it has one
+    with every candidate scored."""
+    path = Path(run_dir) / POSTPROCESSING_FILE
+    try:
+        scores = json.loads(path.read_text())["fg_dice_volume_mean"]
+        return {describe(r): float(scores[describe(r)]) for r in candidates()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_rule(run_dir: str | Path) -> dict:
@@ -98,6 +125,7 @@ def read_rule(run_dir: str | Path) -> dict:
     except (ValueError, KeyError, TypeError) as error:
         raise DataError(
             f"{path} holds no post-processing rule flexseg knows ({error}); remove it, or "
-            "choose again with flexseg-evaluate run_dir=<run> choose_postprocessing=true."
+            'choose again: python -c "from flexseg.evaluation import choose_postprocessing as c; '
+            f"c('{Path(run_dir)}')\"."
         ) from error
     return rule

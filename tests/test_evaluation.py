@@ -129,6 +129,9 @@ def test_failures_a_mean_hides_are_reported(tmp_path):
     assert volumes["p02"]["lesions_missed"] >= 1 and volumes["p03"]["lesions_false"] == 1
     detected = sum(v["lesions_detected"] for v in volumes.values())
     assert summary["lesions_detected"] == detected and 0 < summary["lesion_f1"] < 1
+    by_size = summary["lesions_by_size"].values()
+    assert sum(n["detected"] for n in by_size) == detected
+    assert sum(n["lesions"] for n in by_size) == detected + summary["lesions_missed"]
 
 
 @pytest.mark.once

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from flexseg.config.schema import TTA_MODES, TTA_VIEWS
 from flexseg.data.reading import ReadSpec
 from flexseg.errors import DataError, PreflightError
 from flexseg.inference import Predictor, gaussian_weights, infer, tile_starts
@@ -35,7 +36,7 @@ def test_gaussian_weights_peak_in_the_centre():
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (10, 13), (40, 27)])
-@pytest.mark.parametrize("tta", ["none", "flip"])
+@pytest.mark.parametrize("tta", TTA_MODES)
 def test_predictions_come_back_at_the_original_size(shape, tta):
     image = np.random.default_rng(0).uniform(0, 1, (*shape, 1)).astype(np.float32)
     predictor = Predictor(Identity((16, 16)), ReadSpec(normalize="scale01"), tta=tta)
@@ -43,6 +44,30 @@ def test_predictions_come_back_at_the_original_size(shape, tta):
     assert probs.shape == (*shape, 2)
     # Padding, tiling and blending must give back exactly what the model saw at each pixel.
     np.testing.assert_allclose(probs[..., 1], image[..., 0], atol=1e-5)
+
+
+class FixedMap:
+    """A 'model' that predicts the same map whatever the image: what test-time augmentation
+    averages is then the map's own mirrors, un-mirrored."""
+
+    def __init__(self, fg):
+        self.input_shape = (None, *fg.shape, 1)
+        self.probs = np.stack([1 - fg, fg], -1)
+
+    def predict_on_batch(self, x):
+        return np.broadcast_to(self.probs, (len(x), *self.probs.shape))
+
+
+@pytest.mark.parametrize(
+    ("tta", "views"),
+    [("none", lambda m: [m]), ("flip", lambda m: [m, m[:, ::-1]]),
+     ("flip_hv", lambda m: [m, m[:, ::-1], m[::-1], m[::-1, ::-1]])],
+)  # fmt: skip
+def test_test_time_augmentation_averages_the_mirrored_predictions(tta, views):
+    fg = np.random.default_rng(1).uniform(0, 1, (16, 16)).astype(np.float32)
+    image = np.zeros((16, 16, 1), np.float32)
+    probs = Predictor(FixedMap(fg), ReadSpec(normalize="scale01"), tta=tta).predict(image)
+    np.testing.assert_allclose(probs[..., 1], np.mean(views(fg), 0), atol=1e-6)
 
 
 def test_resize_policy_resizes_back():
@@ -137,7 +162,7 @@ class CountedIdentity(Identity):
         return super().predict_on_batch(x)
 
 
-@pytest.mark.parametrize("tta", ["none", "flip"])
+@pytest.mark.parametrize("tta", TTA_MODES)
 def test_batched_prediction_equals_one_image_at_a_time(tta):
     """Images of every kind (padded, tiled, exact) share forward passes of `batch_size`
     inputs, flipped copies included, and get the same probabilities as one at a time."""
@@ -156,7 +181,7 @@ def test_batched_prediction_equals_one_image_at_a_time(tta):
         np.testing.assert_allclose(probs[..., 1], image[..., 0], atol=1e-5)
     inputs = sum(len(job.inputs) for _, job in together)  # 6 images + 6 tiles of the large one
     assert model.passes == [8] * len(model.passes)  # every pass full: a short one is padded
-    per_pass = 4 if tta == "flip" else 8
+    per_pass = 8 // len(TTA_VIEWS[tta])
     assert len(model.passes) == -(-inputs // per_pass)
 
 

@@ -8,11 +8,13 @@ from scipy import ndimage
 from flexseg.metrics import (
     ConfusionMetric,
     counts_np,
+    detection_by_size,
     dice_np,
     hd95,
     iou_np,
     lesion_counts,
     lesion_f1,
+    lesion_sizes,
     segmentation_metrics,
 )
 
@@ -114,6 +116,29 @@ def test_lesion_counts_on_hand_made_masks():
     assert lesion_counts(diagonal, diagonal).tolist() == [2, 0, 0]
     empty = np.zeros((4, 4), bool)
     assert lesion_counts(empty, empty).tolist() == [0, 0, 0] and lesion_f1(np.zeros(3)) == 1.0
+
+
+@pytest.mark.once
+def test_lesions_are_found_by_size():
+    truth = np.zeros((40, 40), bool)
+    truth[0:10, 0:10] = True  # 100 px: found
+    truth[20:22, 20:22] = True  # 4 px: missed
+    truth[30, 30] = True  # 1 px: found
+    truth[12:20, 25:40] = True  # 120 px: missed
+    pred = np.zeros_like(truth)
+    pred[5, 5] = pred[30, 30] = True
+    sizes, detected = lesion_sizes(truth, pred)
+    found = sorted(zip(sizes.tolist(), detected.tolist(), strict=True))
+    assert found == [(1, True), (4, False), (100, True), (120, False)]
+    assert detected.sum() == lesion_counts(truth, pred)[0]
+    by_size = detection_by_size([(sizes, detected), (np.array([10**5]), np.array([True]))])
+    assert by_size == {
+        "1-99 px": {"lesions": 2, "detected": 1},
+        "100-999 px": {"lesions": 2, "detected": 1},
+        "1000-9999 px": {"lesions": 0, "detected": 0},
+        ">=10000 px": {"lesions": 1, "detected": 1},
+    }
+    assert sum(n["lesions"] for n in detection_by_size([]).values()) == 0
 
 
 def test_hd95_of_a_shifted_square_and_empty_cases():

@@ -11,7 +11,17 @@ import pytest
 from PIL import Image
 
 from flexseg.errors import DataError
-from flexseg.postprocess import NONE, apply_rule, choose, read_rule
+from flexseg.postprocess import (
+    NONE,
+    apply_rule,
+    candidates,
+    choose,
+    describe,
+    pick,
+    pooled,
+    read_rule,
+    save_rule,
+)
 
 
 def planted() -> tuple[np.ndarray, np.ndarray]:
@@ -76,3 +86,47 @@ def test_the_chosen_rule_is_recorded_and_applied_by_evaluate_and_infer(trained, 
     (run_dir / "postprocessing.json").write_text('{"rule": {"name": "smooth"}}')
     with pytest.raises(DataError, match="postprocessing.json holds no post-processing rule"):
         read_rule(run_dir)
+
+
+def scored(none: float, min_size_10: float) -> dict[str, float]:
+    """Candidate scores of one validation split: every other rule scores 0."""
+    scores = {describe(rule): 0.0 for rule in candidates()}
+    return {**scores, "none": none, "min_size=10": min_size_10}
+
+
+@pytest.mark.once
+def test_pooled_validation_splits_weigh_each_by_its_volumes():
+    small, large = scored(0.5, 0.8), scored(0.8, 0.7)  # the rule helps one split, not the other
+    rule, scores = pooled([(small, 2), (large, 7)])
+    assert rule == NONE and scores["none"] == pytest.approx((2 * 0.5 + 7 * 0.8) / 9)
+    rule, scores = pooled([(small, 6), (large, 2)])
+    assert rule == {"name": "min_size", "min_size": 10}
+    assert scores["min_size=10"] == pytest.approx((6 * 0.8 + 2 * 0.7) / 8)
+
+
+@pytest.mark.once
+def test_an_ensemble_of_folds_applies_the_rule_chosen_on_their_validation_splits(tmp_path):
+    from flexseg.config.compose import load_config
+    from flexseg.inference import rule_of
+    from flexseg.runs import Run
+
+    def run(name: str, fold: int, scores: dict, volumes: int, folds: int = 2) -> Run:
+        run_dir = tmp_path / name
+        (run_dir / "evaluation" / "valid").mkdir(parents=True)
+        (run_dir / "evaluation" / "valid" / "evaluation.json").write_text(
+            json.dumps({"volumes": volumes})
+        )
+        save_rule(run_dir, pick(scores), scores)
+        split = [f"dataset.split.folds={folds}", f"dataset.split.fold={fold}"]
+        return Run(run_dir, load_config(split), model=None, checkpoint="last")
+
+    a, b = run("a", 0, scored(0.5, 0.8), 2), run("b", 1, scored(0.8, 0.7), 7)
+    assert rule_of([a, b]) == NONE  # each fold chose differently; pooled, none wins
+    c = run("c", 1, scored(0.8, 0.7), 1)
+    assert rule_of([a, c]) == {"name": "min_size", "min_size": 10}
+    # Not the folds of one cross-validation: their validation splits may overlap.
+    assert rule_of([a, run("d", 0, scored(0.8, 0.7), 1)]) == NONE  # the same fold twice
+    assert rule_of([a, run("e", 1, scored(0.8, 0.7), 1, folds=3)]) == NONE
+    # A fold that has not chosen: no rule for the ensemble.
+    (tmp_path / "c" / "postprocessing.json").unlink()
+    assert rule_of([a, c]) == NONE

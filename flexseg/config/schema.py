@@ -36,7 +36,10 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 DISTRIBUTIONS = ("none", "data_parallel", "auto")
 CHECKPOINTS = ("best", "last")
 RESUMES = ("never", "auto")
-TTA_MODES = ("none", "flip")
+# test-time augmentation: the mean of the predictions of the image and its mirrors; per mode,
+# the batch axes flipped in each view (1 rows, 2 columns), the image itself first
+TTA_VIEWS = {"none": [()], "flip": [(), (2,)], "flip_hv": [(), (2,), (1,), (1, 2)]}
+TTA_MODES = tuple(TTA_VIEWS)
 CACHE_KINDS = ("none", "memory", "disk")
 EXPORT_FORMATS = ("onnx", "tf_saved_model", "litert", "torch")
 

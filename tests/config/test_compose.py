@@ -14,7 +14,7 @@ from flexseg.training.setup import build_optimizer
 from tests.helpers import shapes_only
 
 GROUPS = ("model", "dataset", "augment", "loss", "trainer")
-NEEDS_ROOT = {"lgg"}
+NEEDS_ROOT = {"lgg", "lgg_cv", "reference_t2"}  # options without a built-in dataset
 
 
 def options(group: str) -> list[str]:
@@ -28,7 +28,7 @@ def options(group: str) -> list[str]:
 )
 def test_every_option_composes_and_builds(group, option, tmp_path):
     overrides = [f"{group}={option}"]
-    if option in NEEDS_ROOT or (group == "experiment" and option in ("lgg", "reference_t2")):
+    if option in NEEDS_ROOT:
         overrides.append(f"dataset.root={tmp_path}")
     cfg = load_config(overrides)
     if group == "model":
@@ -112,3 +112,26 @@ def test_the_slurm_launcher_takes_its_settings_from_the_environment(monkeypatch)
     assert (launcher.partition, launcher.account) == ("gpu", None)
     assert (launcher.gpus_per_node, launcher.mem_gb, launcher.timeout_min) == (4, 64, 240)
     assert launcher.max_num_timeout > 0  # requeued at the time limit
+
+
+def test_the_cross_validation_recipe_sweeps_every_fold_and_keeps_the_rest_of_lgg(tmp_path):
+    """`flexseg-train -m experiment=lgg_cv` runs each fold once; a fold's run is the lgg recipe
+    but for the settings the recipe names."""
+    from hydra import compose, initialize_config_dir
+
+    from flexseg.config.compose import register
+
+    register()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", ["experiment=lgg_cv", f"dataset.root={tmp_path}"],
+                      return_hydra_config=True)  # fmt: skip
+    swept = cfg.hydra.sweeper.params["dataset.split.fold"].split(",")
+    assert sorted(int(k) for k in swept) == list(range(cfg.dataset.split.folds))
+    lgg = load_config(["experiment=lgg", f"dataset.root={tmp_path}"])
+    cv = load_config(["experiment=lgg_cv", f"dataset.root={tmp_path}"])
+    assert cv.dataset.split.fractions == lgg.dataset.split.fractions  # the same test patients
+    changed = {"split", "epochs", "max_minutes", "foreground_prior"}
+    for group in ("dataset", "model", "trainer", "augment", "loss"):
+        a, b = getattr(lgg, group), getattr(cv, group)
+        differ = {k for k in vars(a) if getattr(a, k) != getattr(b, k)}
+        assert differ <= changed, (group, differ)
