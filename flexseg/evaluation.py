@@ -139,9 +139,10 @@ def evaluate_samples(
     for group, volume in volumes.items():
         truth, pred = volume["truth"], volume["pred"]
         if len({t.shape for t in truth}) == 1:  # slices of a volume, stacked in name order
-            distance = hd95(np.stack(truth), np.stack(pred))
-            lesions = lesion_counts(np.stack(truth), np.stack(pred))
-            sized.append(lesion_sizes(np.stack(truth), np.stack(pred)))
+            stacked = np.stack(truth), np.stack(pred)
+            distance = hd95(*stacked)
+            lesions = lesion_counts(*stacked)
+            sized.append(lesion_sizes(*stacked))
         else:  # slices of different sizes: per-slice distances' mean, lesions' sum
             per_slice = np.array([hd95(t, p) for t, p in zip(truth, pred, strict=True)])
             finite = per_slice[np.isfinite(per_slice)]

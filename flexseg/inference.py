@@ -172,9 +172,10 @@ class Predictor:
         """(N, h, w, C) model inputs -> probabilities (flips averaged) and the model's own
         outputs, each (N, h, w, K)."""
         probs, outputs = [], []
+        views = TTA_VIEWS[self.tta]
         for start in range(0, len(inputs), self._per_pass):
             chunk = inputs[start : start + self._per_pass]
-            count, views = len(chunk), TTA_VIEWS[self.tta]
+            count = len(chunk)
             out = self._outputs(np.concatenate([np.flip(chunk, axes) for axes in views]))
             p = self._softmax(out) if self.from_logits else out
             p = np.mean(
