@@ -42,6 +42,7 @@ from flexseg.metrics import (
     lesion_f1,
     lesion_sizes,
 )
+from flexseg.models.inference import inference_dtype
 from flexseg.postprocess import NONE, apply_rule, choose, describe, save_rule
 from flexseg.progress import progress_bar
 from flexseg.runs import load_runs, results_dir
@@ -348,7 +349,7 @@ def _evaluate(cfg: EvaluateConfig, rule: Mapping | None = None, keep: dict | Non
     for sample in (s for split in splits.values() for s in split):
         if sample.group in groups and sample.image not in wanted:
             others.setdefault(sample.group, []).append(sample.image)
-    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size)
+    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, cfg.precision)
     # The run's own loss; an ensemble's mean probabilities are no one model's output.
     loss = None
     if len(runs) == 1:
@@ -361,6 +362,7 @@ def _evaluate(cfg: EvaluateConfig, rule: Mapping | None = None, keep: dict | Non
     )  # fmt: skip
     summary = {
         "split": name, "checkpoint": run.checkpoint, "tta": predictor.tta,
+        "precision": inference_dtype(cfg.precision),
         "postprocessing": describe(rule), **summary,
     }  # fmt: skip
     if len(runs) > 1:

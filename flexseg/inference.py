@@ -43,6 +43,7 @@ from flexseg.data.reading import (
 from flexseg.data.sources import by_group
 from flexseg.data.splits import group_of
 from flexseg.errors import DataError, PreflightError
+from flexseg.models.inference import inference_dtype, inference_model
 from flexseg.plots import overlay
 from flexseg.postprocess import NONE, apply_rule, pooled, read_rule, read_scores
 from flexseg.progress import progress_bar
@@ -489,11 +490,19 @@ def folds_of_one_cross_validation(runs: Sequence[Run]) -> bool:
     )
 
 
-def predictor_of(runs: Sequence[Run], spec: ReadSpec, tta: str, batch_size: int):
-    """A `Predictor` of one run, or the `Ensemble` of several."""
+def predictor_of(
+    runs: Sequence[Run], spec: ReadSpec, tta: str, batch_size: int, precision: str = "float32"
+):
+    """A `Predictor` of one run, or the `Ensemble` of several, each predicting with its model
+    rebuilt for inference in `precision` (`flexseg.models.inference`)."""
+    dtype = inference_dtype(precision)
     predictors = [
         Predictor(
-            run.model, spec, tta, batch_size=batch_size, from_logits=run.cfg.model.from_logits
+            inference_model(run.model, dtype),
+            spec,
+            tta,
+            batch_size=batch_size,
+            from_logits=run.cfg.model.from_logits,
         )
         for run in runs
     ]
@@ -532,7 +541,7 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
             )
         except DataError:
             groups[path] = path.stem  # a file of no known group is its own group
-    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size)
+    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, cfg.precision)
     colormap = colormap_of(dataset) or ColorMap.default(dataset.num_classes)
     output = Path(cfg.output) if cfg.output else results_dir(runs) / "predictions"
     return predict_files(

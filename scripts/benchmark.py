@@ -85,6 +85,7 @@ def keras_worker(preset_name: str, args) -> list[dict]:
     from flexseg.metrics import segmentation_metrics
     from flexseg.models import FlexUNet, forward_flops
     from flexseg.models.flex_unet import resolve_data_format
+    from flexseg.models.inference import inference_model
     from flexseg.training.setup import resolve_jit_compile
 
     preset = PRESETS[preset_name]
@@ -115,8 +116,11 @@ def keras_worker(preset_name: str, args) -> list[dict]:
     train = timed_windows(
         lambda: model.train_on_batch(x, y), len(x), args.steps, args.repeats, args.warmup
     )
+    # What flexseg-evaluate and flexseg-infer predict with: the model rebuilt for inference,
+    # in 16 bits where training is.
+    predictor = inference_model(model, args.precision.removeprefix("mixed_"))
     infer = timed_windows(
-        lambda: keras.ops.convert_to_numpy(model.predict_on_batch(x)),
+        lambda: keras.ops.convert_to_numpy(predictor.predict_on_batch(x)),
         len(x),
         args.steps,
         args.repeats,

@@ -37,6 +37,22 @@ def test_evaluation_files_and_numbers(trained):
     assert saved["checkpoint"] == "best"  # the run's trainer.select_checkpoint
 
 
+def test_bfloat16_evaluation_scores_what_float32_does(trained):
+    """The model rebuilt for inference in bfloat16 scores the split within 16-bit rounding
+    of float32, and the evaluation says which precision it predicted in."""
+    _, run_dir, _ = trained
+    scores = {
+        precision: evaluate({"run_dir": str(run_dir), "precision": precision})
+        for precision in ("float32", "bfloat16")
+    }
+    assert {p: s["precision"] for p, s in scores.items()} == {
+        "float32": "float32",
+        "bfloat16": "bfloat16",
+    }
+    for key in ("fg_dice", "pixel_accuracy", "loss"):
+        assert scores["bfloat16"][key] == pytest.approx(scores["float32"][key], abs=0.02)
+
+
 def test_evaluating_the_checkpoint_the_run_did_not_select(trained):
     _, run_dir, _ = trained
     summary = evaluate(EvaluateConfig(run_dir=str(run_dir), checkpoint="last"))

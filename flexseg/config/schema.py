@@ -33,6 +33,8 @@ NORMALIZATIONS = ("scale01", "zscore", "group_zscore", "none")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+# what evaluate and infer predict in; auto: 16 bits where trainer.precision=auto trains in them
+INFERENCE_PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 DISTRIBUTIONS = ("none", "data_parallel", "auto")
 CHECKPOINTS = ("best", "last")
 RESUMES = ("never", "auto")
@@ -393,6 +395,7 @@ class EvaluateConfig(Section):
     # every image's channels replaced by this one (robustness to missing sequences): results
     # in evaluation/<split>_channel<k>_only/
     stand_in_channel: int | None = rule(None, lambda n: n is None or n >= 0, ">= 0 or null")
+    precision: str = choice("auto", INFERENCE_PRECISIONS)
     compile_cache: str = _compile_cache()
 
 
@@ -409,6 +412,7 @@ class InferConfig(Section):
     batch_size: int = rule(16, lambda n: n >= 1, ">= 1")  # model inputs per pass, flips included
     save_probabilities: bool = False
     checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
+    precision: str = choice("auto", INFERENCE_PRECISIONS)
     compile_cache: str = _compile_cache()
 
 

@@ -206,7 +206,13 @@ class EpochPreview(keras.callbacks.Callback):
 
 
 class EpochSchedule(keras.callbacks.Callback):
-    """Sets the learning rate at the start of each epoch: warm-up, then cosine or step decay."""
+    """Sets the learning rate at the start of each epoch: warm-up, then cosine or step decay.
+
+    With `minutes` (the run's time limit), a cosine decay that would not end in time is
+    fitted to it: from the second epoch on, the epochs that fit at the pace so far become the
+    decay's length, so a slower machine gets fewer epochs of the same schedule instead of
+    being stopped half-way down it.
+    """
 
     def __init__(
         self,
@@ -217,6 +223,7 @@ class EpochSchedule(keras.callbacks.Callback):
         step_epochs: int,
         step_gamma: float,
         min_lr: float,
+        minutes: float | None = None,
     ):
         super().__init__()
         self.base_lr, self.epochs, self.kind = base_lr, epochs, kind
@@ -226,18 +233,47 @@ class EpochSchedule(keras.callbacks.Callback):
             step_gamma,
         )
         self.min_lr = min_lr
+        self.seconds = 60.0 * minutes if minutes and kind == "cosine" else None
+        self.length = epochs  # the cosine decay's epochs
+        self.start = self.first = None
 
     def rate(self, epoch: int) -> float:
         if epoch < self.warmup_epochs:
             return self.base_lr * (epoch + 1) / (self.warmup_epochs + 1)
         if self.kind == "step":
             return self.base_lr * self.step_gamma ** (epoch // self.step_epochs)
-        span = max(1, self.epochs - self.warmup_epochs)
-        progress = (epoch - self.warmup_epochs) / span
+        span = max(1, self.length - self.warmup_epochs)
+        progress = min(1.0, (epoch - self.warmup_epochs) / span)
         return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
 
+    def on_train_begin(self, logs=None):
+        self.start, self.first, self.first_ended = time.monotonic(), None, None
+
     def on_epoch_begin(self, epoch, logs=None):
+        if self.first is None:
+            self.first = epoch  # after a resume, the clock and the count start here
+        elif self.first_ended is None:
+            self.first_ended = time.monotonic()
+        if self.seconds and epoch > self.first:
+            self.fit_length(epoch)
         self.model.optimizer.learning_rate.assign(self.rate(epoch))
+
+    def fit_length(self, epoch: int) -> None:
+        """The decay's length: the epochs that fit in the time limit at the pace of the
+        epochs after the first (the first also compiles), at least up to this one."""
+        first_s = self.first_ended - self.start
+        later = epoch - self.first - 1
+        pace = (time.monotonic() - self.first_ended) / later if later else first_s
+        # TimeLimit stops after the first epoch that ends past the limit
+        fits = self.first + 1 + math.ceil(max(0.0, self.seconds - first_s) / pace)
+        length = max(epoch + 1, min(self.epochs, fits))
+        if length < self.epochs and self.length == self.epochs:
+            print(
+                f"trainer.max_minutes={self.seconds / 60:g} fits about {length} of "
+                f"{self.epochs} epochs at {pace:.0f} s an epoch: the cosine decay is fitted "
+                "to them"
+            )
+        self.length = length
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -294,6 +330,8 @@ def build_callbacks(
                 trainer.step_epochs,
                 trainer.step_gamma,
                 reduce.min_lr,
+                # processes would each fit it to their own clock: one process only
+                trainer.max_minutes if group is None or not group.several else None,
             )
         )
     elif reduce.enabled:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import keras
 import pytest
 
@@ -31,6 +33,34 @@ def test_a_schedule_replaces_the_plateau_reducer(tmp_path):
     schedule = next(c for c in callbacks if isinstance(c, EpochSchedule))
     assert not any(isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in callbacks)
     assert schedule.rate(0) == pytest.approx(1e-3) and schedule.rate(49) < 1e-5
+
+
+class Rate:
+    """A stand-in for the optimizer's learning-rate variable."""
+
+    def assign(self, value):
+        self.value = value
+
+
+def test_a_cosine_decay_is_fitted_to_the_time_limit(monkeypatch):
+    """A machine that fits 10 of 20 epochs in the time limit (a first epoch of 15 s, which
+    compiles, then 5 s each, in 60 s) gets the whole decay in those 10."""
+    clock = iter([0.0, 15.0, 20.0, *range(25, 200, 5)])
+    monkeypatch.setattr("flexseg.training.callbacks.time.monotonic", lambda: float(next(clock)))
+    schedule = EpochSchedule(1e-3, 20, "cosine", 1, 30, 0.1, 0.0, minutes=1)
+    untimed = EpochSchedule(1e-3, 20, "cosine", 1, 30, 0.1, 0.0)
+    rate = Rate()
+    schedule.set_model(SimpleNamespace(optimizer=SimpleNamespace(learning_rate=rate)))
+    schedule.on_train_begin()
+    rates = []
+    for epoch in range(10):
+        schedule.on_epoch_begin(epoch)
+        rates.append(rate.value)
+    assert schedule.length == 10
+    assert rates == pytest.approx([untimed.rate(0), *(schedule.rate(e) for e in range(1, 10))])
+    assert rates[1] == pytest.approx(1e-3) and rates[-1] < 0.04 * 1e-3  # down by the 10th
+    assert untimed.rate(9) > 0.5 * 1e-3  # the untimed decay would be half-way at the cut
+    assert rates[1:] == sorted(rates[1:], reverse=True)  # down all the way
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(trained, tmp_path, monkeypatch):
