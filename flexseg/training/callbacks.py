@@ -209,9 +209,9 @@ class EpochSchedule(keras.callbacks.Callback):
     """Sets the learning rate at the start of each epoch: warm-up, then cosine or step decay.
 
     With `minutes` (the run's time limit), a cosine decay that would not end in time is
-    fitted to it: from the second epoch on, the epochs that fit at the pace so far become the
-    decay's length, so a slower machine gets fewer epochs of the same schedule instead of
-    being stopped half-way down it.
+    fitted to it: from the third epoch on, the epochs that fit at the pace of those after the
+    first become the decay's length, so a slower machine gets fewer epochs of the same
+    schedule instead of being stopped half-way down it.
     """
 
     def __init__(
@@ -254,16 +254,15 @@ class EpochSchedule(keras.callbacks.Callback):
             self.first = epoch  # after a resume, the clock and the count start here
         elif self.first_ended is None:
             self.first_ended = time.monotonic()
-        if self.seconds and epoch > self.first:
+        if self.seconds and epoch > self.first + 1:
             self.fit_length(epoch)
         self.model.optimizer.learning_rate.assign(self.rate(epoch))
 
     def fit_length(self, epoch: int) -> None:
         """The decay's length: the epochs that fit in the time limit at the pace of the
-        epochs after the first (the first also compiles), at least up to this one."""
+        epochs after the first (which also compiles), at least up to this one."""
         first_s = self.first_ended - self.start
-        later = epoch - self.first - 1
-        pace = (time.monotonic() - self.first_ended) / later if later else first_s
+        pace = (time.monotonic() - self.first_ended) / (epoch - self.first - 1)
         # TimeLimit stops after the first epoch that ends past the limit
         fits = self.first + 1 + math.ceil(max(0.0, self.seconds - first_s) / pace)
         length = max(epoch + 1, min(self.epochs, fits))
