@@ -235,7 +235,7 @@ class EpochSchedule(keras.callbacks.Callback):
         self.min_lr = min_lr
         self.seconds = 60.0 * minutes if minutes and kind == "cosine" else None
         self.length = epochs  # the cosine decay's epochs
-        self.start = self.first = None
+        self.start = self.first = self.first_ended = None  # clock and epochs since the start
 
     def rate(self, epoch: int) -> float:
         if epoch < self.warmup_epochs:
