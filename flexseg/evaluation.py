@@ -349,7 +349,8 @@ def _evaluate(cfg: EvaluateConfig, rule: Mapping | None = None, keep: dict | Non
     for sample in (s for split in splits.values() for s in split):
         if sample.group in groups and sample.image not in wanted:
             others.setdefault(sample.group, []).append(sample.image)
-    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, cfg.precision)
+    dtype = inference_dtype(cfg.precision)
+    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, dtype)
     # The run's own loss; an ensemble's mean probabilities are no one model's output.
     loss = None
     if len(runs) == 1:
@@ -362,7 +363,7 @@ def _evaluate(cfg: EvaluateConfig, rule: Mapping | None = None, keep: dict | Non
     )  # fmt: skip
     summary = {
         "split": name, "checkpoint": run.checkpoint, "tta": predictor.tta,
-        "precision": inference_dtype(cfg.precision),
+        "precision": dtype,
         "postprocessing": describe(rule), **summary,
     }  # fmt: skip
     if len(runs) > 1:

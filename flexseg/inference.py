@@ -491,11 +491,10 @@ def folds_of_one_cross_validation(runs: Sequence[Run]) -> bool:
 
 
 def predictor_of(
-    runs: Sequence[Run], spec: ReadSpec, tta: str, batch_size: int, precision: str = "float32"
+    runs: Sequence[Run], spec: ReadSpec, tta: str, batch_size: int, dtype: str = "float32"
 ):
     """A `Predictor` of one run, or the `Ensemble` of several, each predicting with its model
-    rebuilt for inference in `precision` (`flexseg.models.inference`)."""
-    dtype = inference_dtype(precision)
+    rebuilt for inference in `dtype` (`flexseg.models.inference`)."""
     predictors = [
         Predictor(
             inference_model(run.model, dtype),
@@ -541,7 +540,7 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
             )
         except DataError:
             groups[path] = path.stem  # a file of no known group is its own group
-    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, cfg.precision)
+    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, inference_dtype(cfg.precision))
     colormap = colormap_of(dataset) or ColorMap.default(dataset.num_classes)
     output = Path(cfg.output) if cfg.output else results_dir(runs) / "predictions"
     return predict_files(
