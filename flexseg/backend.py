@@ -307,6 +307,20 @@ def join_processes(rank: int, count: int, local_rank: int, coordinator: str, tim
         check_backend(Processes(rank, count), backend)
 
 
+def leave_processes() -> None:
+    """Disconnects this process from the others of its training once all got here.
+
+    torch: its process group and store are closed before Python exits (left to exit, gloo's
+    threads can abort a process that finished). JAX's runtime closes its own at exit.
+    """
+    if _JOINED.get("kind") == "torch":
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+        _JOINED.clear()
+
+
 def store_add(key: str, amount: int) -> int:
     """Adds to a counter in the store the joined processes share; returns its new value."""
     store = _JOINED["store"]

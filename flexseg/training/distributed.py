@@ -179,6 +179,8 @@ class Group:
         if not self.several:
             return
         self._stop.set()
+        if self._watch is not None:  # a daemon thread still inside a store call when Python
+            self._watch.join(timeout=10 * BEAT_S)  # exits aborts the process
         with contextlib.suppress(Exception):  # the store's process is gone: nobody to tell
             backend.store_set(_key("left", self.processes.rank), failure or "")
 

@@ -61,7 +61,9 @@ def train(cfg: TrainConfig | Mapping, run_dir: str | Path | None = None) -> dict
         distribution_scope(setup.distribution, cfg.trainer, processes) as group,
     ):
         run_dir = group.shared_path(Path(run_dir or new_run_dir(cfg)))  # process 0's
-        return _train(cfg, run_dir, setup, group)
+        summary = _train(cfg, run_dir, setup, group)
+    backend.leave_processes()
+    return summary
 
 
 def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, group: Group) -> dict:
