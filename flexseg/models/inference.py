@@ -8,6 +8,11 @@ FlexUNet with ``normalization="none"`` (convolutions with bias) holding those we
 operator fewer per convolution, and nothing left that needs float32 statistics. Built under
 a ``bfloat16`` or ``float16`` dtype policy, its weights and arithmetic are 16-bit (no cast of
 every kernel on every call, as mixed precision does); its output layer stays float32.
+
+With two classes and a softmax output, the copy's head computes one logit difference: a
+softmax over two classes is the sigmoid of that difference, ``p1 = 1 / (1 + exp(l0 - l1))``,
+and one output channel with a sigmoid costs less than two with a softmax (oneDNN's softmax
+over a last axis of 2 took a tenth of TensorFlow's inference step; docs/performance.md).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ def inference_dtype(setting: str) -> str:
 
 def inference_model(model: keras.Model, dtype: str = "float32") -> keras.Model:
     """`model` rebuilt for prediction: batch normalisation folded, weights and arithmetic
-    in `dtype` (one of `INFERENCE_DTYPES`), output float32.
+    in `dtype` (one of `INFERENCE_DTYPES`), output float32, a two-class softmax computed
+    from one logit difference.
 
     A model that is not a FlexUNet is returned as it is. The copy predicts what `model`
     predicts in inference mode: equal within float32 rounding in float32 (1e-5 on the
@@ -59,7 +65,29 @@ def inference_model(model: keras.Model, dtype: str = "float32") -> keras.Model:
         if folds and isinstance(layer, keras.layers.Conv2D) and layer.name != "head":
             weights = _folded(weights[0], model.get_layer(_norm_of(layer.name)))
         layer.set_weights(weights)
+    if copy.output_kind == "softmax" and copy.num_classes == 2:
+        return _one_difference(copy, model.get_layer("head").get_weights(), dtype)
     return copy
+
+
+def _one_difference(model: FlexUNet, head: list[np.ndarray], dtype: str) -> keras.Model:
+    """`model` (two classes, softmax) with a head of one channel, the logit difference of
+    the `head` weights [kernel, bias] (taken in float32), and a float32 sigmoid after it."""
+    features = model.get_layer("head").input
+    layout = model.get_layer("head").data_format
+    policy = keras.mixed_precision
+    with backend.swapped(policy.global_policy, policy.set_global_policy, dtype):
+        difference = keras.layers.Conv2D(1, 1, data_format=layout, name="head_difference")
+        x = difference(features)
+        if layout == "channels_first":
+            x = keras.layers.Permute((2, 3, 1), name="difference_to_channels_last")(x)
+    foreground = keras.layers.Activation("sigmoid", dtype="float32", name="foreground")(x)
+    outputs = keras.layers.Concatenate(dtype="float32", name="output")(
+        [keras.ops.subtract(1.0, foreground), foreground]
+    )
+    kernel, bias = head
+    difference.set_weights([kernel[..., 1:] - kernel[..., :1], bias[1:] - bias[:1]])
+    return keras.Model(model.input, outputs, name=model.name)
 
 
 def _norm_of(conv_name: str) -> str:

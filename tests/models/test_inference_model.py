@@ -60,6 +60,19 @@ def test_bfloat16_copy_predicts_within_its_rounding(normalization, batch):
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_two_classes_predict_from_one_logit_difference(dtype, batch):
+    model = with_statistics(FlexUNet(**{**TINY, "num_classes": 2}))
+    copy = inference_model(model, dtype)
+    assert copy.get_layer("head_difference").kernel.shape[-1] == 1
+    assert "head" not in {layer.name for layer in copy.layers}
+    probs = keras.ops.convert_to_numpy(copy.predict_on_batch(batch))
+    assert probs.shape == (2, 32, 32, 2) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-6)
+    expected = keras.ops.convert_to_numpy(model(batch, training=False))
+    assert np.abs(probs - expected).max() < (1e-5 if dtype == "float32" else 0.02)
+
+
 def test_a_model_with_nothing_to_fold_in_float32_is_used_as_it_is():
     model = FlexUNet(**TINY, normalization="group")
     assert inference_model(model) is model
