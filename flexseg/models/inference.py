@@ -58,29 +58,28 @@ def inference_model(model: keras.Model, dtype: str = "float32") -> keras.Model:
     policy = keras.mixed_precision
     with backend.swapped(policy.global_policy, policy.set_global_policy, dtype):
         copy = FlexUNet.from_config(config)
-    for layer in copy.layers:
-        if not layer.weights:  # the identities in place of the folded normalisations too
-            continue
-        weights = model.get_layer(layer.name).get_weights()
-        if folds and isinstance(layer, keras.layers.Conv2D) and layer.name != "head":
-            weights = _folded(weights[0], model.get_layer(_norm_of(layer.name)))
-        layer.set_weights(weights)
-    if copy.output_kind == "softmax" and copy.num_classes == 2:
-        return _one_difference(copy, model.get_layer("head").get_weights(), dtype)
+        for layer in copy.layers:
+            if not layer.weights:  # the identities in place of the folded normalisations too
+                continue
+            weights = model.get_layer(layer.name).get_weights()
+            if folds and isinstance(layer, keras.layers.Conv2D) and layer.name != "head":
+                weights = _folded(weights[0], model.get_layer(_norm_of(layer.name)))
+            layer.set_weights(weights)
+        if copy.output_kind == "softmax" and copy.num_classes == 2:
+            return _one_difference(copy, model.get_layer("head").get_weights())
     return copy
 
 
-def _one_difference(model: FlexUNet, head: list[np.ndarray], dtype: str) -> keras.Model:
+def _one_difference(model: FlexUNet, head: list[np.ndarray]) -> keras.Model:
     """`model` (two classes, softmax) with a head of one channel, the logit difference of
-    the `head` weights [kernel, bias] (taken in float32), and a float32 sigmoid after it."""
-    features = model.get_layer("head").input
-    layout = model.get_layer("head").data_format
-    policy = keras.mixed_precision
-    with backend.swapped(policy.global_policy, policy.set_global_policy, dtype):
-        difference = keras.layers.Conv2D(1, 1, data_format=layout, name="head_difference")
-        x = difference(features)
-        if layout == "channels_first":
-            x = keras.layers.Permute((2, 3, 1), name="difference_to_channels_last")(x)
+    the `head` weights [kernel, bias] (taken in float32), in the global policy's dtype, and a
+    float32 sigmoid after it."""
+    old_head = model.get_layer("head")
+    layout = old_head.data_format
+    difference = keras.layers.Conv2D(1, 1, data_format=layout, name="head_difference")
+    x = difference(old_head.input)
+    if layout == "channels_first":
+        x = keras.layers.Permute((2, 3, 1), name="difference_to_channels_last")(x)
     foreground = keras.layers.Activation("sigmoid", dtype="float32", name="foreground")(x)
     outputs = keras.layers.Concatenate(dtype="float32", name="output")(
         [keras.ops.subtract(1.0, foreground), foreground]
