@@ -94,6 +94,7 @@ class Model:
         )
         self.name = self.session.get_inputs()[0].name
         self.tta = tta
+        self.rule = self.prep.get("postprocessing", {}).get("rule", {"name": "none"})
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, C) inputs -> (N, H, W, K) probabilities (flip-averaged with --tta flip)."""
@@ -119,7 +120,7 @@ class Model:
             resized = cv2.resize(unit, (model_w, model_h), interpolation=cv2.INTER_LINEAR)
             x = model_input(resized.reshape(model_h, model_w, -1), scale, rule, group_stats)
             probs = cv2.resize(self.forward(x[None])[0], (width, height))
-            return probs.reshape(height, width, -1).argmax(-1)
+            return class_ids(probs.reshape(height, width, -1), self.rule)
         pad_h, pad_w = max(0, model_h - height), max(0, model_w - width)
         top, left = pad_h // 2, pad_w // 2
         padded = np.pad(unit, ((top, pad_h - top), (left, pad_w - left), (0, 0)))
@@ -128,7 +129,7 @@ class Model:
             probs = self.forward(x[None])[0]
         else:
             probs = self.tiled(x, size["tile_overlap"])
-        return probs[top : top + height, left : left + width].argmax(-1)
+        return class_ids(probs[top : top + height, left : left + width], self.rule)
 
     def tiled(self, x: np.ndarray, overlap: float) -> np.ndarray:
         model_h, model_w = self.prep["size"]["input_size"]
@@ -142,6 +143,28 @@ class Model:
                 total[y : y + model_h, left : left + model_w] += self.forward(tile)[0] * weights
                 norm[y : y + model_h, left : left + model_w] += weights
         return total / norm
+
+
+def class_ids(probs: np.ndarray, rule: dict) -> np.ndarray:
+    """(H, W) class ids of (H, W, K) probabilities by the run's post-processing rule."""
+    if "threshold" in rule:
+        foreground = probs[..., 1:]
+        reached = foreground.sum(-1) >= rule["threshold"]
+        ids = np.where(reached, foreground.argmax(-1) + 1, 0).astype(np.uint8)
+    else:
+        ids = probs.argmax(-1).astype(np.uint8)
+    out = ids.copy()
+    for class_id in np.unique(ids[ids > 0]) if rule["name"] != "none" else []:
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(
+            (ids == class_id).astype(np.uint8), connectivity=4
+        )
+        sizes = stats[1:, cv2.CC_STAT_AREA]  # components 1..count-1
+        if rule["name"] == "min_size":
+            dropped = np.flatnonzero(sizes < rule["min_size"]) + 1
+        else:  # largest
+            dropped = np.delete(np.arange(1, count), sizes.argmax())
+        out[np.isin(labels, dropped)] = 0
+    return out
 
 
 def gaussian(size: int) -> np.ndarray:

@@ -43,12 +43,24 @@ def train(cfg: TrainConfig, run_dir: Path) -> float | None:
     cluster = cfg.trainer.cluster
     main = find_processes(cluster.coordinator, cluster.num_processes, cluster.process_id).main
     if cfg.postprocess == "auto" and main:
-        from flexseg.evaluation import choose_postprocessing
-
-        chosen = choose_postprocessing(summary["run_dir"])
-        scores = ", ".join(f"{k} {v:.4f}" for k, v in chosen["fg_dice_volume_mean"].items())
-        print(f"post-processing chosen on valid: {chosen['rule']['name']} ({scores})")
+        postprocess_run(summary["run_dir"])
     return summary["best_value"]
+
+
+def postprocess_run(run_dir: str | Path, tta: str = "none") -> None:
+    """Chooses the run's post-processing on its valid split, predicted with test-time
+    augmentation `tta`, and says what it chose."""
+    from flexseg.evaluation import choose_postprocessing
+    from flexseg.postprocess import describe
+
+    chosen = choose_postprocessing(run_dir, tta=tta)
+    scores = chosen["fg_dice_volume_mean"]
+    rule = describe(chosen["rule"])
+    print(
+        f"post-processing chosen on valid: {rule} (mean volume Dice {scores[rule]:.4f}, "
+        f"none {scores['none']:.4f}; all {len(scores)} candidates in "
+        f"{Path(run_dir) / 'postprocessing.json'})"
+    )
 
 
 @command("check")
@@ -151,6 +163,8 @@ def demo(cfg: TrainConfig, run_dir: Path) -> None:
 
     backend.use_compile_cache(cfg.trainer.compile_cache)
     summary = training.train(cfg, run_dir)
+    if cfg.postprocess == "auto":
+        postprocess_run(run_dir, DEMO_TTA)
     scores = evaluation.evaluate(EvaluateConfig(run_dir=str(run_dir), tta=DEMO_TTA))
     test = find_samples(cfg.dataset, cfg.seed)["test"]
     picks = [str(test[int(i)].image) for i in np.linspace(0, len(test) - 1, 6)]

@@ -43,7 +43,7 @@ from flexseg.metrics import (
     lesion_sizes,
 )
 from flexseg.models.inference import inference_dtype
-from flexseg.postprocess import NONE, apply_rule, choose, describe, save_rule
+from flexseg.postprocess import NONE, RuleScores, classes, describe, save_rule
 from flexseg.progress import progress_bar
 from flexseg.runs import load_runs, results_dir
 
@@ -70,7 +70,7 @@ def evaluate_samples(
     loss: Callable | None = None,
     loss_batch: int = 8,
     rule: Mapping = NONE,
-    keep: dict | None = None,
+    observe: Callable[[str, np.ndarray, np.ndarray], None] | None = None,
     stand_in_channel: int | None = None,
 ) -> tuple[dict, list[dict]]:
     """Predicts each sample and scores it against its mask at the original size.
@@ -84,8 +84,9 @@ def evaluate_samples(
             group's statistics for `group_zscore` (as in training).
         loss: the run's loss, computed on the model's own outputs (no test-time flip) in
             batches of `loss_batch` model inputs; the summary's `loss` is its mean.
-        rule: the post-processing applied to each predicted slice (`flexseg.postprocess`).
-        keep: if given, gets each group's (truth, prediction) slices, before `rule`.
+        rule: the post-processing that makes each slice's class ids (`flexseg.postprocess`).
+        observe: if given, called with each slice's group, truth (class ids) and class
+            probabilities.
         stand_in_channel: replace every channel of each image by this one (as a scan whose
             missing sequences were filled with the one it has).
 
@@ -112,10 +113,9 @@ def evaluate_samples(
     for probs, job in predictor.predict_many(items):
         sample, truth = job.item
         losses.add(job.fit_mask(truth), job.outputs)
-        pred = probs.argmax(-1).astype(np.uint8)
-        if keep is not None:
-            keep.setdefault(sample.group, []).append((truth, pred))
-        pred = apply_rule(pred, rule)
+        if observe is not None:
+            observe(sample.group, truth, probs)
+        pred = classes(probs, rule)
         counts = counts_np(truth, pred, num_classes)
         total += counts
         volume = volumes.setdefault(sample.group, {"counts": 0, "truth": [], "pred": []})
@@ -267,19 +267,21 @@ def write_evaluation(out_dir: str | Path, summary: dict, rows: list[dict]) -> li
     return [json_path, csv_path, rows_path]
 
 
-def choose_postprocessing(run_dir: str | Path, batch_size: int = 16) -> dict:
+def choose_postprocessing(run_dir: str | Path, batch_size: int = 16, tta: str = "none") -> dict:
     """Chooses the run's post-processing on its validation split and records it in the run
     (`postprocessing.json`, which evaluate and infer then apply): a rule is kept only when it
-    raises the mean per-volume Dice over no rule (`flexseg.postprocess.choose`).
+    raises the mean per-volume Dice over no rule (`flexseg.postprocess.RuleScores`).
 
-    Also writes the validation split's evaluation without post-processing
-    (`evaluation/valid/`). Returns `{"rule": ..., "fg_dice_volume_mean": {candidate: ...}}`.
+    Predicts with the test-time augmentation `tta` (choose with the one you will evaluate
+    and infer with: a threshold is chosen on its probabilities). Also writes the validation
+    split's evaluation without post-processing (`evaluation/valid/`). Returns
+    `{"rule": ..., "fg_dice_volume_mean": {candidate: ...}}`.
     """
-    collected: dict = {}
-    cfg = EvaluateConfig(run_dir=str(run_dir), split="valid", batch_size=batch_size)
-    summary = _evaluate(cfg, NONE, collected)
-    rule, scores = choose(collected, len(summary["per_class"]))
-    save_rule(run_dir, rule, scores)
+    cfg = EvaluateConfig(run_dir=str(run_dir), split="valid", batch_size=batch_size, tta=tta)
+    candidates = RuleScores()
+    _evaluate(cfg, NONE, candidates.add)
+    rule, scores = candidates.choice()
+    save_rule(run_dir, rule, scores, tta)
     return {"rule": rule, "fg_dice_volume_mean": scores}
 
 
@@ -305,9 +307,11 @@ def evaluate(cfg: EvaluateConfig | Mapping) -> dict:
     return _evaluate(cfg)
 
 
-def _evaluate(cfg: EvaluateConfig, rule: Mapping | None = None, keep: dict | None = None) -> dict:
+def _evaluate(
+    cfg: EvaluateConfig, rule: Mapping | None = None, observe: Callable | None = None
+) -> dict:
     """`evaluate`, with the post-processing `rule` (default: the run's own; none for an
-    ensemble) and `keep` as in `evaluate_samples`."""
+    ensemble) and `observe` as in `evaluate_samples`."""
     runs = load_runs(cfg.run_dir, cfg.checkpoint)
     run = runs[0]
     problems: list[str] = []  # every problem of the files in one report
@@ -359,7 +363,7 @@ def _evaluate(cfg: EvaluateConfig, rule: Mapping | None = None, keep: dict | Non
         rule = rule_of(runs)
     summary, rows = evaluate_samples(
         predictor, samples, dataset.names, colormap, others, loss, run.cfg.trainer.batch_size,
-        rule, keep, cfg.stand_in_channel,
+        rule, observe, cfg.stand_in_channel,
     )  # fmt: skip
     summary = {
         "split": name, "checkpoint": run.checkpoint, "tta": predictor.tta,

@@ -42,6 +42,7 @@ from flexseg.data.masks import ColorMap
 from flexseg.data.reading import ReadSpec
 from flexseg.data.sources import find_samples
 from flexseg.errors import ConfigError, DataError, ExportError
+from flexseg.postprocess import read_rule
 from flexseg.runs import CHECKPOINTS, Run, load_run
 
 MODEL_FILES = {
@@ -298,6 +299,14 @@ def preprocessing(run: Run, fmt: str) -> dict:
             for c, name in zip(colormap.classes, dataset.names, strict=True)
         ],
         "tta": _evaluation(run).get("tta", "none"),
+        "postprocessing": {
+            "rule": read_rule(run.run_dir),
+            "steps": "class ids: the most probable class; with a threshold, the most probable "
+            "foreground class wherever the foreground classes' probabilities sum to at least "
+            "the threshold, else background. Then on each foreground class apart, with "
+            "min_size: its connected components (4-neighbour) of fewer pixels become "
+            "background; with largest: all but its largest component do",
+        },
     }
 
 
@@ -305,7 +314,8 @@ def _size_rule(spec: ReadSpec, size: tuple[int, int]) -> dict:
     if spec.size_policy == "resize":
         rule = (
             "resize the unit-scaled image to input_size (bilinear) before normalising; resize "
-            "the class probabilities back to the image's size (bilinear), then take the argmax"
+            "the class probabilities back to the image's size (bilinear), then make class ids "
+            "(postprocessing)"
         )
         return {"policy": "resize", "input_size": list(size), "rule": rule}
     rule = (

@@ -45,7 +45,7 @@ from flexseg.data.splits import group_of
 from flexseg.errors import DataError, PreflightError
 from flexseg.models.inference import inference_dtype, inference_model
 from flexseg.plots import overlay
-from flexseg.postprocess import NONE, apply_rule, pooled, read_rule, read_scores
+from flexseg.postprocess import NONE, classes, pooled, read_rule, read_scores
 from flexseg.progress import progress_bar
 from flexseg.runs import Run, load_runs, results_dir
 
@@ -359,7 +359,7 @@ def predict_files(
         return read_image(path, None, predictor.spec.max_pixels)
 
     def write(paths: dict[str, Path], raw: np.ndarray, probs: np.ndarray) -> None:
-        index = apply_rule(probs.argmax(-1).astype(np.uint8), rule)
+        index = classes(probs, rule)
         write_palette_png(paths["mask"], index, colormap)
         cv2.imwrite(str(paths["overlay"]), cv2.cvtColor(overlay(raw, index), cv2.COLOR_RGB2BGR))
         if save_probabilities:

@@ -1,9 +1,12 @@
 """Post-processing of predicted masks, chosen on validation as nnU-Net chooses it.
 
-A rule acts on each foreground class of a predicted slice (class ids, (H, W)) apart: `none`;
-`min_size`: connected components (face neighbours) of fewer than `min_size` pixels become
-background; `largest`: only the largest component of the class is kept. `choose` keeps a rule
-only when it raises the mean per-volume Dice of the validation split over no rule at all.
+A rule turns a slice's class probabilities into class ids, then acts on each foreground class
+apart. Class ids are the most probable class or, with a `threshold`, the most probable
+foreground class wherever the foreground classes together reach that probability (a model
+trained on few patients is often less sure of lesions in a new one). Then `none`; `min_size`:
+connected components (face neighbours) of fewer than `min_size` pixels become background;
+`largest`: only the largest component of the class is kept. `choose` keeps a rule only when it
+raises the mean per-volume Dice of the validation split over no rule at all.
 """
 
 from __future__ import annotations
@@ -21,20 +24,46 @@ from flexseg.metrics import counts_np, fg_dice_np
 POSTPROCESSING_FILE = "postprocessing.json"
 NONE = {"name": "none"}
 MIN_SIZES = (10, 25, 50, 100, 200, 400)  # pixels per slice, the candidates tried
+# foreground probabilities tried, nearest the most probable class's 0.5 first: of rules that
+# score alike, `pick` keeps the first, the smallest change
+THRESHOLDS = (0.4, 0.6, 0.3, 0.7, 0.2, 0.8, 0.1, 0.9)
 
 
-def candidates() -> list[dict]:
-    """The rules `choose` tries, no rule first."""
+def shapes() -> list[dict]:
+    """The component rules, no rule first."""
     return [NONE, *({"name": "min_size", "min_size": n} for n in MIN_SIZES), {"name": "largest"}]
 
 
+def candidates() -> list[dict]:
+    """The rules `choose` tries, no rule first: each component rule on the most probable
+    class, then on each threshold."""
+    return [*shapes(), *({**shape, "threshold": t} for t in THRESHOLDS for shape in shapes())]
+
+
 def describe(rule: Mapping) -> str:
-    """A rule in words: "none", "min_size=50", "largest"."""
-    return f"min_size={rule['min_size']}" if rule["name"] == "min_size" else rule["name"]
+    """A rule in words: "none", "min_size=50", "largest", "threshold=0.3",
+    "threshold=0.3 min_size=50"."""
+    shape = f"min_size={rule['min_size']}" if rule["name"] == "min_size" else rule["name"]
+    if "threshold" not in rule:
+        return shape
+    threshold = f"threshold={rule['threshold']:g}"
+    return threshold if rule["name"] == "none" else f"{threshold} {shape}"
+
+
+def classes(probs: np.ndarray, rule: Mapping) -> np.ndarray:
+    """Class ids (H, W) of class probabilities `probs` (H, W, K) under `rule`."""
+    if "threshold" not in rule:
+        pred = probs.argmax(-1)
+    else:
+        foreground = probs[..., 1:]
+        reached = foreground.sum(-1) >= rule["threshold"]
+        pred = np.where(reached, foreground.argmax(-1) + 1, 0)
+    return apply_rule(pred.astype(np.uint8), rule)
 
 
 def apply_rule(pred: np.ndarray, rule: Mapping) -> np.ndarray:
-    """`pred` (class ids, (H, W)) with `rule` applied to each foreground class."""
+    """`pred` (class ids, (H, W)) with `rule`'s components rule applied to each foreground
+    class (its threshold is `classes`')."""
     if rule["name"] == "none":
         return pred
     out = pred.copy()
@@ -53,32 +82,52 @@ def apply_rule(pred: np.ndarray, rule: Mapping) -> np.ndarray:
     return out
 
 
+class RuleScores:
+    """Each candidate rule's per-volume counts, gathered one predicted slice at a time, and
+    the choice they make (nothing but the counts is kept)."""
+
+    def __init__(self):
+        self.counts: dict[str, np.ndarray] = {}  # group -> (candidates, K, 3)
+
+    def add(self, group: str, truth: np.ndarray, probs: np.ndarray) -> None:
+        """Scores one slice: `truth` class ids (H, W), `probs` class probabilities (H, W, K)."""
+        rules, num_classes = candidates(), probs.shape[-1]
+        counts = self.counts.setdefault(group, np.zeros((len(rules), num_classes, 3), np.int64))
+        unshaped = {}  # class ids before the components rule, by threshold (None: argmax)
+        for k, rule in enumerate(rules):
+            threshold = rule.get("threshold")
+            if threshold not in unshaped:
+                unshaped[threshold] = classes(probs, {**rule, **NONE})
+            pred = apply_rule(unshaped[threshold], rule)
+            counts[k] += counts_np(truth, pred, num_classes)
+
+    def choice(self) -> tuple[dict, dict[str, float]]:
+        """The rule with the best mean per-volume foreground Dice, if better than none (else
+        `{"name": "none"}`), and each candidate's mean per-volume Dice, by `describe(rule)`."""
+        scores = {
+            describe(rule): float(np.mean([fg_dice_np(c[k]) for c in self.counts.values()]))
+            for k, rule in enumerate(candidates())
+        }
+        return pick(scores), scores
+
+
 def choose(
-    volumes: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], num_classes: int
+    volumes: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
 ) -> tuple[dict, dict[str, float]]:
-    """The rule with the best mean per-volume foreground Dice, if better than none.
-
-    Args:
-        volumes: per group (patient), its slices' (truth, prediction) class-id pairs.
-
-    Returns:
-        The chosen rule (`{"name": "none"}` unless one is strictly better) and each
-        candidate's mean per-volume Dice, by `describe(rule)`.
-    """
-    scores = {}
-    for rule in candidates():
-        dice = []
-        for slices in volumes.values():
-            counts = sum(counts_np(t, apply_rule(p, rule), num_classes) for t, p in slices)
-            dice.append(fg_dice_np(counts))
-        scores[describe(rule)] = float(np.mean(dice))
-    return pick(scores), scores
+    """`RuleScores.choice` of `volumes`: per group (patient), its slices' (truth class ids,
+    class probabilities) pairs."""
+    scores = RuleScores()
+    for group, slices in volumes.items():
+        for truth, probs in slices:
+            scores.add(group, truth, probs)
+    return scores.choice()
 
 
 def pick(scores: Mapping[str, float]) -> dict:
     """The candidate of the best score (`describe(rule)` -> mean per-volume Dice) if better
-    than none, else none."""
-    best = max(candidates(), key=lambda r: scores[describe(r)])  # the first of equals: none
+    than none, else none; candidates without a score are left out."""
+    scored = [r for r in candidates() if describe(r) in scores]
+    best = max(scored, key=lambda r: scores[describe(r)])  # the first of equals: none
     return dict(best if scores[describe(best)] > scores["none"] else NONE)
 
 
@@ -88,26 +137,36 @@ def pooled(chosen: Sequence[tuple[Mapping[str, float], int]]) -> tuple[dict, dic
     the test split, predicted by the model that did not train on it, as nnU-Net chooses for
     an ensemble of folds). Returns the rule and each candidate's pooled mean per-volume Dice."""
     total = sum(n for _, n in chosen)
-    scores = {describe(r): sum(s[describe(r)] * n for s, n in chosen) / total for r in candidates()}
+    # the candidates every split scored (a file written before thresholds were tried has fewer)
+    names = [describe(r) for r in candidates() if all(describe(r) in s for s, _ in chosen)]
+    scores = {k: sum(s[k] * n for s, n in chosen) / total for k in names}
     return pick(scores), scores
 
 
-def save_rule(run_dir: str | Path, rule: Mapping, scores: Mapping[str, float]) -> Path:
-    """Writes the run's `postprocessing.json`: the rule evaluate and infer apply."""
+def save_rule(
+    run_dir: str | Path, rule: Mapping, scores: Mapping[str, float], tta: str = "none"
+) -> Path:
+    """Writes the run's `postprocessing.json`: the rule evaluate and infer apply, chosen on
+    the valid split's predictions with test-time augmentation `tta`."""
     path = Path(run_dir) / POSTPROCESSING_FILE
-    payload = {"rule": dict(rule), "chosen_on": "valid", "fg_dice_volume_mean": dict(scores)}
+    payload = {
+        "rule": dict(rule), "chosen_on": "valid", "tta": tta,
+        "fg_dice_volume_mean": dict(scores),
+    }  # fmt: skip
     path.write_text(json.dumps(payload, indent=2))
     return path
 
 
 def read_scores(run_dir: str | Path) -> dict[str, float] | None:
-    """Each candidate's validation score from the run's `postprocessing.json`, if it has one
-    with every candidate scored."""
+    """The validation score of each candidate the run's `postprocessing.json` scored, if it
+    has one that scored no rule at all."""
     path = Path(run_dir) / POSTPROCESSING_FILE
     try:
         scores = json.loads(path.read_text())["fg_dice_volume_mean"]
-        return {describe(r): float(scores[describe(r)]) for r in candidates()}
-    except (OSError, ValueError, KeyError, TypeError):
+        known = {describe(r) for r in candidates()}
+        found = {k: float(v) for k, v in scores.items() if k in known}
+        return found if "none" in found else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -118,8 +177,13 @@ def read_rule(run_dir: str | Path) -> dict:
         return dict(NONE)
     try:
         rule = json.loads(path.read_text())["rule"]
-        if rule["name"] not in {r["name"] for r in candidates()} or (
-            rule["name"] == "min_size" and not isinstance(rule["min_size"], int)
+        threshold = rule.get("threshold", 0.5)
+        if (
+            rule["name"] not in {r["name"] for r in shapes()}
+            or (rule["name"] == "min_size" and not isinstance(rule["min_size"], int))
+            or isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not 0 < threshold < 1
         ):
             raise ValueError(f"unknown rule {rule!r}")
     except (ValueError, KeyError, TypeError) as error:

@@ -4,6 +4,7 @@ requests refused with nothing left behind."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import flexseg.export as export_module
 from flexseg.errors import ConfigError, DataError, ExportError
 from flexseg.export import RUNTIMES, export, sample_batch
+from flexseg.postprocess import NONE, save_rule
 from flexseg.runs import load_run
 from tests.helpers import run_cli
 
@@ -48,6 +50,18 @@ def test_round_trip(trained, tmp_path, fmt):
     assert [c["name"] for c in prep["classes"]] == ["background", "lesion"]
     card = (out / "model_card.md").read_text()
     assert "## Export check" in card and f"`{fmt}`" in card
+
+
+@pytest.mark.once
+def test_the_runs_post_processing_is_written_for_other_programs(trained, tmp_path):
+    _, run_dir, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("evaluation"))
+    assert export_module.preprocessing(load_run(copy), "onnx")["postprocessing"]["rule"] == NONE
+    rule = {"name": "min_size", "min_size": 25, "threshold": 0.3}
+    save_rule(copy, rule, {})
+    written = export_module.preprocessing(load_run(copy), "onnx")["postprocessing"]
+    assert written["rule"] == rule and "threshold" in written["steps"]
 
 
 def test_the_check_uses_the_runs_own_images(trained):

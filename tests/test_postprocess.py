@@ -16,6 +16,7 @@ from flexseg.postprocess import (
     apply_rule,
     candidates,
     choose,
+    classes,
     describe,
     pick,
     pooled,
@@ -48,16 +49,46 @@ def test_rules_remove_a_planted_small_component_and_keep_a_large_one():
     assert apply_rule(pred, NONE) is pred
 
 
+def sure(pred: np.ndarray, lesion: float = 0.9, elsewhere: float = 0.1) -> np.ndarray:
+    """Two-class probabilities (H, W, 2): class 1 at `lesion` where `pred` is 1, else at
+    `elsewhere`."""
+    p = np.where(pred == 1, lesion, elsewhere).astype(np.float32)
+    return np.stack([1 - p, p], axis=-1)
+
+
 @pytest.mark.once
 def test_a_rule_is_chosen_only_when_it_raises_validation_dice():
     truth, pred = planted()
-    rule, scores = choose({"p01": [(truth, pred)], "p02": [(truth, truth)]}, 2)
+    rule, scores = choose({"p01": [(truth, sure(pred))], "p02": [(truth, sure(truth))]})
     assert rule["name"] in ("min_size", "largest") and scores["none"] < scores["largest"]
+    assert "threshold" not in rule  # a threshold changes nothing here: none is the first
     # Two true lesions: keeping the largest would lose one, small sizes change nothing.
     two = truth.copy()
     two[30:38, 30:38] = 1
-    rule, scores = choose({"p01": [(two, two)]}, 2)
+    rule, scores = choose({"p01": [(two, sure(two))]})
     assert rule == NONE and scores["largest"] < scores["none"]
+
+
+@pytest.mark.once
+def test_a_threshold_is_chosen_for_a_model_unsure_of_lesions_and_applied():
+    truth, pred = planted()
+    probs = sure(truth, lesion=0.35, elsewhere=0.05)  # the lesion at 35%: argmax finds none
+    probs[34:37, 34:37] = [0.85, 0.15]  # a blob below every threshold tried but 0.1
+    rule, scores = choose({"p01": [(truth, probs)]})
+    # 0.3, 0.2 and 0.1 with the blob removed score alike: the nearest 0.5 is kept
+    assert scores["none"] == 0.0 and rule == {"name": "none", "threshold": 0.3}
+    assert scores["threshold=0.2"] == scores["threshold=0.1 min_size=10"] == 1.0
+    np.testing.assert_array_equal(classes(probs, rule), truth)
+    np.testing.assert_array_equal(classes(probs, NONE), 0 * truth)
+    # A sure model keeps the most probable class.
+    assert choose({"p01": [(truth, sure(truth))]})[0] == NONE
+    # With several foreground classes, the threshold is of all of them together, and the
+    # most probable of them is the class.
+    three = np.array([[[0.4, 0.35, 0.25], [0.8, 0.05, 0.15], [0.2, 0.3, 0.5]]], np.float32)
+    np.testing.assert_array_equal(classes(three, NONE), [[0, 0, 2]])
+    np.testing.assert_array_equal(classes(three, {"name": "none", "threshold": 0.5}), [[1, 0, 2]])
+    rule = {"name": "min_size", "min_size": 10, "threshold": 0.3}
+    assert describe(rule) == "threshold=0.3 min_size=10" and describe(rule) in scores
 
 
 @pytest.mark.once
@@ -83,9 +114,15 @@ def test_the_chosen_rule_is_recorded_and_applied_by_evaluate_and_infer(trained, 
     for paths in written:
         with Image.open(paths["mask"]) as mask:
             assert not np.asarray(mask).any()
-    (run_dir / "postprocessing.json").write_text('{"rule": {"name": "smooth"}}')
-    with pytest.raises(DataError, match="postprocessing.json holds no post-processing rule"):
-        read_rule(run_dir)
+    for bad in ({"name": "smooth"}, {"name": "none", "threshold": 1.5}):
+        (run_dir / "postprocessing.json").write_text(json.dumps({"rule": bad}))
+        with pytest.raises(DataError, match="postprocessing.json holds no post-processing rule"):
+            read_rule(run_dir)
+    # A threshold of 1 - 1e-6 leaves no foreground either.
+    (run_dir / "postprocessing.json").write_text(
+        json.dumps({"rule": {"name": "none", "threshold": 1 - 1e-6}})
+    )
+    assert evaluate({"run_dir": str(run_dir)})["volumes_missed"] == ["p03"]
 
 
 def scored(none: float, min_size_10: float) -> dict[str, float]:
@@ -102,6 +139,10 @@ def test_pooled_validation_splits_weigh_each_by_its_volumes():
     rule, scores = pooled([(small, 6), (large, 2)])
     assert rule == {"name": "min_size", "min_size": 10}
     assert scores["min_size=10"] == pytest.approx((6 * 0.8 + 2 * 0.7) / 8)
+    # A split scored before thresholds were tried: the pool is of the rules both scored.
+    earlier = {k: v for k, v in small.items() if "threshold" not in k}
+    rule, scores = pooled([(earlier, 6), (large, 2)])
+    assert rule == {"name": "min_size", "min_size": 10} and set(scores) == set(earlier)
 
 
 @pytest.mark.once

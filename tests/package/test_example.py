@@ -3,6 +3,7 @@ onnxruntime only, gives flexseg-infer's masks on the built-in sample."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from flexseg.config.files import save_config
 from flexseg.config.parse import as_dict
 from flexseg.export import export, sample_batch
 from flexseg.inference import infer
+from flexseg.postprocess import classes
 from flexseg.runs import load_run
 
 pytestmark = pytest.mark.once  # the package and its examples, on one backend
@@ -62,6 +64,7 @@ def test_predict_onnx_gives_flexseg_infers_masks(tmp_path):
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     prep = json.loads((run_dir / "export" / "onnx" / "preprocessing.json").read_text())
+    assert prep["postprocessing"]["rule"] == {"name": "none"}  # the rules: the test below
     ids = {tuple(c["color"]): c["id"] for c in prep["classes"]}
     same = total = foreground = 0
     for path in sorted((tmp_path / "infer" / "masks").glob("*.png")):
@@ -75,3 +78,24 @@ def test_predict_onnx_gives_flexseg_infers_masks(tmp_path):
     assert total == 29 * 218 * 182  # every slice, at its own size
     assert 0.05 < foreground / total < 0.5  # masks with real boundaries to get right
     assert same / total >= 0.999
+
+
+def test_the_example_makes_class_ids_as_flexseg_does():
+    spec = importlib.util.spec_from_file_location("predict_onnx", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    rng = np.random.default_rng(0)
+    logits = cv2.GaussianBlur(rng.normal(size=(64, 64, 3)).astype(np.float32), (0, 0), 2.0)
+    probs = np.exp(4 * logits)
+    probs /= probs.sum(-1, keepdims=True)  # blobs of each class, many near a tie
+    for rule in (
+        {"name": "none"},
+        {"name": "min_size", "min_size": 25},
+        {"name": "largest"},
+        {"name": "none", "threshold": 0.3},
+        {"name": "min_size", "min_size": 10, "threshold": 0.7},
+        {"name": "largest", "threshold": 0.6},
+    ):
+        expected = classes(probs, rule)
+        assert 0 < (expected > 0).mean() < 1 and len(np.unique(expected)) == 3
+        np.testing.assert_array_equal(example.class_ids(probs, rule), expected)
