@@ -206,6 +206,10 @@ class TrainerConfig(Section):
     drop_remainder: bool = True  # training: leave out an epoch's last, smaller batch
     # training: oversample slices with foreground to this share of an epoch
     foreground_fraction: float | None = rule(None, _fraction(True, False), "in (0, 1] or null")
+    # training: slices whose foreground covers fewer pixels than this (at the model's input
+    # size) are served small_lesion_repeats times an epoch
+    small_lesion_pixels: int | None = rule(None, lambda n: n is None or n >= 1, ">= 1 or null")
+    small_lesion_repeats: int = rule(3, lambda n: n >= 1, ">= 1")
     select_checkpoint: str = choice("best", CHECKPOINTS)  # what evaluate / infer use
     preview_images: int = 6  # fixed validation images predicted after every epoch
     # loader worker processes: auto (the cores this process may use, minus one) or a count;

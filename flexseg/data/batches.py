@@ -59,6 +59,7 @@ class Batches:
         shard: tuple[int, int] = (0, 1),
         stand_in: tuple[int, float] | None = None,
         equal_parts: bool = False,
+        small_lesions: tuple[int, int] | None = None,
     ):
         if not samples:
             raise DataError("the dataset has no samples; check the dataset path and split.")
@@ -81,8 +82,9 @@ class Batches:
         self.equal_parts = equal_parts
         self.stand_in = stand_in  # (channel, probability): see DatasetConfig.stand_in_channel
         self._with_fg = self._empty = None
-        if foreground_fraction is not None and shuffle:
-            self._split_by_foreground(foreground_fraction)
+        self._again = np.zeros(0, np.int64)  # served once more each epoch, besides the rest
+        if (foreground_fraction is not None or small_lesions is not None) and shuffle:
+            self._split_by_foreground(foreground_fraction, small_lesions)
         if drop_remainder and self.epoch_size < batch_size:
             raise DataError(
                 f"an epoch of {self.epoch_size} samples makes no full batch of {batch_size}; "
@@ -93,8 +95,8 @@ class Batches:
     def epoch_size(self) -> int:
         """Samples one epoch serves (before a dropped remainder)."""
         if self._with_fg is None:
-            return len(self.samples)
-        return len(self._with_fg) + self._empty_per_epoch
+            return len(self.samples) + len(self._again)
+        return len(self._with_fg) + len(self._again) + self._empty_per_epoch
 
     def __len__(self) -> int:
         if self.drop_remainder:
@@ -119,34 +121,39 @@ class Batches:
             return np.arange(len(self.samples))
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, _SHUFFLE, epoch]))
         if self._with_fg is None:
-            return rng.permutation(len(self.samples))
+            return rng.permutation(np.concatenate([np.arange(len(self.samples)), self._again]))
         empty = rng.choice(self._empty, self._empty_per_epoch, replace=False)
-        return rng.permutation(np.concatenate([self._with_fg, empty]))
+        return rng.permutation(np.concatenate([self._with_fg, self._again, empty]))
 
-    def _split_by_foreground(self, fraction: float) -> None:
-        if not 0 < fraction <= 1:
+    def _split_by_foreground(
+        self, fraction: float | None, small_lesions: tuple[int, int] | None
+    ) -> None:
+        if fraction is not None and not 0 < fraction <= 1:
             raise DataError(
                 f"foreground_fraction must be in (0, 1]. Received: foreground_fraction={fraction}"
             )
-        if self.cache is not None:
-            has_fg = np.array([self.cache.get(i)[1].any() for i in range(len(self.samples))])
-        else:
-            has_fg = np.array(
-                [
-                    decode_mask(s.mask, self.num_classes, self.colormap, self.spec.max_pixels)[
-                        0
-                    ].any()
-                    for s in self.samples
-                ]
+        if self.cache is not None or small_lesions is not None:
+            # sized as the model sees them (lesion sizes in its pixels)
+            masks = (self.read(i)[1] for i in range(len(self.samples)))
+        else:  # whether a mask has foreground: its file is enough
+            masks = (
+                decode_mask(s.mask, self.num_classes, self.colormap, self.spec.max_pixels)[0]
+                for s in self.samples
             )
-        self._with_fg, self._empty = np.flatnonzero(has_fg), np.flatnonzero(~has_fg)
-        if not len(self._with_fg):
+        pixels = np.array([np.count_nonzero(mask) for mask in masks])
+        if not pixels.any():
+            key = "foreground_fraction" if fraction is not None else "small_lesion_pixels"
             raise DataError(
-                "foreground_fraction is set but no training mask has foreground; check the "
-                "masks or set trainer.foreground_fraction=null."
+                f"trainer.{key} is set but no training mask has foreground; check the masks or "
+                f"set trainer.{key}=null."
             )
-        wanted = round(len(self._with_fg) * (1 - fraction) / fraction)
-        self._empty_per_epoch = min(wanted, len(self._empty))
+        if small_lesions is not None:
+            below, repeats = small_lesions
+            self._again = np.repeat(np.flatnonzero((pixels > 0) & (pixels < below)), repeats - 1)
+        if fraction is not None:
+            self._with_fg, self._empty = np.flatnonzero(pixels), np.flatnonzero(pixels == 0)
+            wanted = round(len(self._with_fg) * (1 - fraction) / fraction)
+            self._empty_per_epoch = min(wanted, len(self._empty))
 
     def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch `index` of epoch `epoch`: images (B, H, W, C) and one-hot masks (B, H, W, K).

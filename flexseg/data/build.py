@@ -97,6 +97,9 @@ def build_datasets(
             seed=cfg.seed,
             drop_remainder=training and trainer.drop_remainder,
             foreground_fraction=trainer.foreground_fraction if training else None,
+            small_lesions=(trainer.small_lesion_pixels, trainer.small_lesion_repeats)
+            if training and trainer.small_lesion_pixels is not None
+            else None,
             cache=dataset.cache,
             cache_dir=dataset.cache_dir,
             group_stats=stats,

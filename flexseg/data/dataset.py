@@ -48,6 +48,9 @@ class SegmentationDataset(keras.utils.PyDataset):
             foreground and a fresh random draw of the empty ones, so that samples with
             foreground make up this fraction of the epoch (for sets of mostly empty slices).
             None serves every sample.
+        small_lesions: (pixels, repeats): with `shuffle`, each epoch serves every sample whose
+            mask has foreground on fewer than `pixels` pixels (as sized for the model)
+            `repeats` times instead of once.
         cache: `"none"`; `"memory"`: decode and size every sample once, into shared memory
             that worker processes map instead of copying; `"disk"`: the same in a folder
             under `cache_dir`, reused by the next dataset of the same files and settings
@@ -96,6 +99,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         shard: tuple[int, int] = (0, 1),
         stand_in: tuple[int, float] | None = None,
         equal_parts: bool = False,
+        small_lesions: tuple[int, int] | None = None,
     ):
         # Keras' own threads stay off: batches come from `pool`'s processes, or from here.
         super().__init__(workers=1, use_multiprocessing=False)
@@ -127,6 +131,7 @@ class SegmentationDataset(keras.utils.PyDataset):
             shard,
             stand_in,
             equal_parts,
+            small_lesions,
         )
         self.epoch = 0
         self.read_error: DataError | None = None  # the last file that failed to read

@@ -104,6 +104,8 @@ def test_parse_fills_defaults_and_converts_nested_sections():
         ({"trainer": {"epochs": 0}}, "trainer.epochs must be >= 1. Received: 0"),
         ({"trainer": {"precision": "float8"}}, "trainer.precision must be one of"),
         ({"trainer": {"foreground_fraction": 1.5}}, "trainer.foreground_fraction must be in"),
+        ({"trainer": {"small_lesion_pixels": 0}}, "trainer.small_lesion_pixels must be >= 1"),
+        ({"trainer": {"small_lesion_repeats": 0}}, "trainer.small_lesion_repeats must be >= 1"),
         ({"trainer": {"jit_compile": "yes"}}, "trainer.jit_compile must be true, false or auto"),
         ({"trainer": {"compile_cache": " "}}, "trainer.compile_cache must be auto, none or a"),
         ({"trainer": {"resume": "yes"}}, "trainer.resume must be one of ('never', 'auto')"),

@@ -75,6 +75,35 @@ def test_foreground_fraction_oversamples_slices_with_foreground(samples):
             )
 
 
+def test_slices_with_small_lesions_are_served_more_often(samples):
+    # Slice 0 gets a lesion of 6 pixels, slices 1-4 none; 5-9 keep their large ones.
+    small = np.zeros((30, 28), np.uint8)
+    small[10:12, 10:13] = 255
+    write_png(samples["train"][0].mask, small)
+    for sample in samples["train"][1:5]:
+        write_png(sample.mask, np.zeros((30, 28), np.uint8))
+    spec = ReadSpec(size_multiple=4)
+    ds = SegmentationDataset(samples["train"], 2, 2, spec, shuffle=True, small_lesions=(10, 3))
+    assert ds.epoch_size == 12 and len(ds) == 6
+    for epoch in range(2):
+        order = ds.order(epoch).tolist()
+        assert order.count(0) == 3 and sorted(set(order)) == list(range(10))
+    # With foreground_fraction: the small slice three times, every large one once, and as many
+    # empty ones as there are slices with foreground (six), or all four there are.
+    both = SegmentationDataset(
+        samples["train"], 2, 2, spec, shuffle=True, small_lesions=(10, 3), foreground_fraction=0.5
+    )
+    order = both.order(0).tolist()
+    assert both.epoch_size == len(order) == 12 and order.count(0) == 3
+    assert set(range(5, 10)) <= set(order) and len(set(order) & {1, 2, 3, 4}) == 4
+    # Lesions are counted in the model's pixels: resized to a quarter, 6 become about 2.
+    train, halved = samples["train"], ReadSpec(size_policy="resize", image_size=(15, 14))
+    resized = SegmentationDataset(train, 2, 2, halved, shuffle=True, small_lesions=(3, 2))
+    assert resized.epoch_size == 11
+    plain = SegmentationDataset(samples["train"], 2, 2, spec, small_lesions=(10, 3))
+    assert plain.epoch_size == 10  # only a shuffling (training) set is resampled
+
+
 def test_seeded_shuffle_is_the_same_on_every_backend(samples):
     ds = SegmentationDataset(samples["train"], 2, 4, ReadSpec(size_multiple=4), shuffle=True)
     assert {e: ds.order(e).tolist() for e in (0, 1)} == EXPECTED_ORDER
