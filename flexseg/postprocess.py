@@ -64,22 +64,30 @@ def classes(probs: np.ndarray, rule: Mapping) -> np.ndarray:
 def apply_rule(pred: np.ndarray, rule: Mapping) -> np.ndarray:
     """`pred` (class ids, (H, W)) with `rule`'s components rule applied to each foreground
     class (its threshold is `classes`')."""
-    if rule["name"] == "none":
-        return pred
-    out = pred.copy()
+    return each_shape(pred, [rule])[0]
+
+
+def each_shape(pred: np.ndarray, rules: Sequence[Mapping]) -> list[np.ndarray]:
+    """`pred` (class ids, (H, W)) under each of `rules`' components rules, each class's
+    components found once for all of them."""
+    outs = [pred if rule["name"] == "none" else pred.copy() for rule in rules]
     for class_id in np.unique(pred):
         if class_id == 0:
             continue
         labels, count = ndimage.label(pred == class_id)  # count >= 1: the class is there
         sizes = np.bincount(labels.ravel())[1:]  # pixels of components 1..count
-        if rule["name"] == "min_size":
-            dropped = np.flatnonzero(sizes < rule["min_size"]) + 1
-        elif rule["name"] == "largest":
-            dropped = np.delete(np.arange(1, count + 1), sizes.argmax())
-        else:
-            raise ValueError(f"unknown post-processing rule {rule!r}")
-        out[np.isin(labels, dropped)] = 0
-    return out
+        for out, rule in zip(outs, rules, strict=True):
+            if rule["name"] == "none":
+                continue
+            kept = np.ones(count + 1, bool)  # by component; 0, the rest of the slice, stays
+            if rule["name"] == "min_size":
+                kept[1:] = sizes >= rule["min_size"]
+            elif rule["name"] == "largest":
+                kept[1:] = np.arange(count) == sizes.argmax()
+            else:
+                raise ValueError(f"unknown post-processing rule {rule!r}")
+            out[~kept[labels]] = 0
+    return outs
 
 
 class RuleScores:
@@ -87,19 +95,22 @@ class RuleScores:
     the choice they make (nothing but the counts is kept)."""
 
     def __init__(self):
-        self.counts: dict[str, np.ndarray] = {}  # group -> (candidates, K, 3)
+        # group -> (candidates, K, 3); class 0's counts leave out pixels no one marked
+        self.counts: dict[str, np.ndarray] = {}
 
     def add(self, group: str, truth: np.ndarray, probs: np.ndarray) -> None:
         """Scores one slice: `truth` class ids (H, W), `probs` class probabilities (H, W, K)."""
         rules, num_classes = candidates(), probs.shape[-1]
         counts = self.counts.setdefault(group, np.zeros((len(rules), num_classes, 3), np.int64))
-        unshaped = {}  # class ids before the components rule, by threshold (None: argmax)
-        for k, rule in enumerate(rules):
-            threshold = rule.get("threshold")
-            if threshold not in unshaped:
-                unshaped[threshold] = classes(probs, {**rule, **NONE})
-            pred = apply_rule(unshaped[threshold], rule)
-            counts[k] += counts_np(truth, pred, num_classes)
+        step = len(shapes())  # candidates(): every components rule for each threshold
+        for start in range(0, len(rules), step):
+            unshaped = classes(probs, {**rules[start], **NONE})
+            # The foreground classes' counts (all that Dice needs here) come from the pixels
+            # where the truth or this prediction has foreground: the rules only remove some.
+            where = np.flatnonzero((truth > 0) | (unshaped > 0))
+            seen = truth.ravel()[where]
+            for k, pred in enumerate(each_shape(unshaped, rules[start : start + step])):
+                counts[start + k] += counts_np(seen, pred.ravel()[where], num_classes)
 
     def choice(self) -> tuple[dict, dict[str, float]]:
         """The rule with the best mean per-volume foreground Dice, if better than none (else
