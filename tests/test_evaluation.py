@@ -150,7 +150,6 @@ def test_failures_a_mean_hides_are_reported(tmp_path):
     assert sum(n["lesions"] for n in by_size) == detected + summary["lesions_missed"]
 
 
-@pytest.mark.once
 def test_an_ensemble_of_copies_of_a_run_scores_as_the_run(trained, tmp_path):
     _, run_dir, _ = trained
     own = evaluate({"run_dir": str(run_dir), "split": "test"})

@@ -95,7 +95,6 @@ def test_metric_names_say_what_they_are():
     ]
 
 
-@pytest.mark.once
 def test_lesion_counts_on_hand_made_masks():
     truth = np.zeros((2, 12, 12), bool)
     truth[0, 1:3, 1:3] = True  # lesion A: found
@@ -118,7 +117,6 @@ def test_lesion_counts_on_hand_made_masks():
     assert lesion_counts(empty, empty).tolist() == [0, 0, 0] and lesion_f1(np.zeros(3)) == 1.0
 
 
-@pytest.mark.once
 def test_lesions_are_found_by_size():
     truth = np.zeros((40, 40), bool)
     truth[0:10, 0:10] = True  # 100 px: found

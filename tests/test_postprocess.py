@@ -34,7 +34,6 @@ def planted() -> tuple[np.ndarray, np.ndarray]:
     return truth, pred
 
 
-@pytest.mark.once
 def test_rules_remove_a_planted_small_component_and_keep_a_large_one():
     truth, pred = planted()
     cleaned = apply_rule(pred, {"name": "min_size", "min_size": 25})
@@ -56,7 +55,6 @@ def sure(pred: np.ndarray, lesion: float = 0.9, elsewhere: float = 0.1) -> np.nd
     return np.stack([1 - p, p], axis=-1)
 
 
-@pytest.mark.once
 def test_a_rule_is_chosen_only_when_it_raises_validation_dice():
     truth, pred = planted()
     rule, scores = choose({"p01": [(truth, sure(pred))], "p02": [(truth, sure(truth))]})
@@ -69,7 +67,6 @@ def test_a_rule_is_chosen_only_when_it_raises_validation_dice():
     assert rule == NONE and scores["largest"] < scores["none"]
 
 
-@pytest.mark.once
 def test_a_threshold_is_chosen_for_a_model_unsure_of_lesions_and_applied():
     truth, pred = planted()
     probs = sure(truth, lesion=0.35, elsewhere=0.05)  # the lesion at 35%: argmax finds none
@@ -91,7 +88,6 @@ def test_a_threshold_is_chosen_for_a_model_unsure_of_lesions_and_applied():
     assert describe(rule) == "threshold=0.3 min_size=10" and describe(rule) in scores
 
 
-@pytest.mark.once
 def test_the_chosen_rule_is_recorded_and_applied_by_evaluate_and_infer(trained, tmp_path):
     from flexseg.evaluation import choose_postprocessing, evaluate
     from flexseg.inference import infer
