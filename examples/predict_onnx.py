@@ -153,8 +153,10 @@ def class_ids(probs: np.ndarray, rule: dict) -> np.ndarray:
         ids = np.where(reached, foreground.argmax(-1) + 1, 0).astype(np.uint8)
     else:
         ids = probs.argmax(-1).astype(np.uint8)
+    if rule["name"] == "none":
+        return ids
     out = ids.copy()
-    for class_id in np.unique(ids[ids > 0]) if rule["name"] != "none" else []:
+    for class_id in np.unique(ids[ids > 0]):
         count, labels, stats, _ = cv2.connectedComponentsWithStats(
             (ids == class_id).astype(np.uint8), connectivity=4
         )

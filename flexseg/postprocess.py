@@ -71,6 +71,8 @@ def each_shape(pred: np.ndarray, rules: Sequence[Mapping]) -> list[np.ndarray]:
     """`pred` (class ids, (H, W)) under each of `rules`' components rules, each class's
     components found once for all of them."""
     outs = [pred if rule["name"] == "none" else pred.copy() for rule in rules]
+    if all(rule["name"] == "none" for rule in rules):
+        return outs  # nothing to label: evaluate and infer without a components rule
     for class_id in np.unique(pred):
         if class_id == 0:
             continue
