@@ -59,7 +59,7 @@ def inference_model(model: keras.Model, dtype: str = "float32") -> keras.Model:
     with backend.swapped(policy.global_policy, policy.set_global_policy, dtype):
         copy = FlexUNet.from_config(config)
         for layer in copy.layers:
-            if not layer.weights:  # the identities in place of the folded normalisations too
+            if not layer.weights:
                 continue
             weights = model.get_layer(layer.name).get_weights()
             if folds and isinstance(layer, keras.layers.Conv2D) and layer.name != "head":

@@ -56,6 +56,19 @@ def test_untrained_model_predicts_the_foreground_prior(output, num_classes):
     assert median_foreground() > 0.3  # zero biases: 1 - 1 / num_classes, or 0.5 for one logit
 
 
+def test_convolutions_without_normalization_apply_the_activation_themselves():
+    model = FlexUNet(**TINY, normalization="none", activation="gelu")
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 2 * (2 * TINY["num_layers"] - 1) + 1  # the head too
+    assert all(conv.activation is keras.activations.gelu for conv in convs[:-1])
+    assert convs[-1].name == "head" and convs[-1].activation is keras.activations.linear
+    names = [layer.name for layer in model.layers]
+    assert not [name for name in names if "_act" in name or "_norm" in name]
+    with_norm = FlexUNet(**TINY, normalization="group", activation="gelu")
+    assert with_norm.get_layer("enc0_conv1").activation is keras.activations.linear
+    assert with_norm.get_layer("enc0_act1").activation is keras.activations.gelu
+
+
 def test_any_size_multiple_when_height_and_width_are_open():
     model = FlexUNet(**{**TINY, "input_shape": (None, None, 1)})
     out = model.predict(np.zeros((1, 16, 40, 1), "float32"), verbose=0)
