@@ -14,12 +14,15 @@ import sys
 import tempfile
 from importlib import metadata
 
-# XLA's CPU backend in jaxlib 0.10 hands convolutions, reductions and element-wise fusions to
-# YNNPACK by default; FlexUNet trains 1.4-1.6x slower that way than with XLA's own code
-# (docs/performance.md). Only for the jaxlib versions known to have the flag: XLA aborts on
-# one it does not know.
+# XLA CPU settings for FlexUNet on JAX (docs/performance.md): no YNNPACK fusions (jaxlib 0.10
+# hands convolutions, reductions and element-wise fusions to YNNPACK by default, and FlexUNet
+# trains 1.4-1.6x slower that way than with XLA's own code), and not the scheduler that orders
+# a step for concurrency (8-10% slower on the `small` benchmark model on 2 cores). Only for the
+# jaxlib versions known to have both flags: XLA aborts on one it does not know.
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
-YNN_FLAG_JAXLIB = ((0, 8, 1), (0, 11, 0))  # first version with the flag, first one not checked
+SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+XLA_CPU_FLAGS = {YNN_FLAG: "", SCHEDULER_FLAG: "false"}
+XLA_CPU_FLAGS_JAXLIB = ((0, 8, 1), (0, 11, 0))  # first version with the flags, first unchecked
 
 # What TensorFlow's import writes to stderr past TF_CPP_MIN_LOG_LEVEL (absl logs before its
 # level is set): a notice that oneDNN is on, twice, each after absl's own warning.
@@ -30,23 +33,23 @@ IMPORT_NOTICES = (
 
 
 def prepare_process() -> None:
-    """Quiet TensorFlow's start-up, give it oneDNN on every CPU, and turn XLA's CPU YNNPACK
-    fusions off on JAX.
+    """Quiet TensorFlow's start-up, give it oneDNN on every CPU, and set XLA's CPU flags on JAX.
 
     Before TensorFlow is imported: `TF_CPP_MIN_LOG_LEVEL=2` (its C++ banner of CPU features and
     CUDA probing drowns the useful output) and `TF_ENABLE_ONEDNN_OPTS=1` (TensorFlow turns its
     oneDNN kernels on by itself only on CPUs with AVX-512 VNNI, bfloat16 or AMX units; on an
     AVX2 CPU its own kernels trained the demo model 3.3x slower: 2.0 against 0.6 s a step).
-    `--xla_cpu_experimental_ynn_fusion_type=` is appended to `XLA_FLAGS` when the Keras backend
-    is JAX and jaxlib is 0.8.1-0.10.x (TensorFlow's XLA reads XLA_FLAGS too, so only on JAX).
-    A user's own setting of any of them is left alone.
+    `--xla_cpu_experimental_ynn_fusion_type=` and
+    `--xla_cpu_enable_concurrency_optimized_scheduler=false` are appended to `XLA_FLAGS` when
+    the Keras backend is JAX and jaxlib is 0.8.1-0.10.x (TensorFlow's XLA reads XLA_FLAGS too,
+    so only on JAX). A user's own setting of any of them is left alone.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     with stderr_without(IMPORT_NOTICES):
         import keras
 
-    turn_off_xla_cpu_ynnpack(keras.backend.backend())
+    set_xla_cpu_flags(keras.backend.backend())
 
 
 @contextlib.contextmanager
@@ -79,11 +82,15 @@ def jaxlib_version() -> tuple[int, ...] | None:
         return None
 
 
-def turn_off_xla_cpu_ynnpack(backend: str) -> None:
-    """Adds the YNNPACK flag to XLA_FLAGS for JAX, where jaxlib is known to have it."""
+def set_xla_cpu_flags(backend: str) -> None:
+    """Appends `XLA_CPU_FLAGS` to XLA_FLAGS for JAX, where jaxlib is known to have them; a
+    flag already in XLA_FLAGS keeps the user's value."""
     flags = os.environ.get("XLA_FLAGS", "")
     version = jaxlib_version()
-    if backend != "jax" or YNN_FLAG in flags or version is None:
+    if backend != "jax" or version is None:
         return
-    if YNN_FLAG_JAXLIB[0] <= version < YNN_FLAG_JAXLIB[1]:
-        os.environ["XLA_FLAGS"] = f"{flags} {YNN_FLAG}=".strip()
+    if not XLA_CPU_FLAGS_JAXLIB[0] <= version < XLA_CPU_FLAGS_JAXLIB[1]:
+        return
+    added = [f"{flag}={value}" for flag, value in XLA_CPU_FLAGS.items() if flag not in flags]
+    if added:
+        os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()

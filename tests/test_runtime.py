@@ -1,5 +1,5 @@
-"""prepare_process: the commands turn XLA's CPU YNNPACK fusions off where jaxlib knows the flag,
-and only there, quiet TensorFlow's start-up and turn its oneDNN kernels on."""
+"""prepare_process: the commands set XLA's CPU flags on JAX where jaxlib knows them, and only
+there, quiet TensorFlow's start-up and turn its oneDNN kernels on."""
 
 from __future__ import annotations
 
@@ -9,55 +9,62 @@ import pytest
 
 from flexseg import runtime
 
-OFF = f"{runtime.YNN_FLAG}="
+OURS = f"{runtime.YNN_FLAG}= {runtime.SCHEDULER_FLAG}=false"
 
 
 @pytest.mark.parametrize(
     ("version", "before", "after"),
     [
-        ((0, 10, 2), None, OFF),
+        ((0, 10, 2), None, OURS),
         (
             (0, 8, 1),
             "--xla_force_host_platform_device_count=2",
-            f"--xla_force_host_platform_device_count=2 {OFF}",
+            f"--xla_force_host_platform_device_count=2 {OURS}",
         ),
-        ((0, 8, 0), None, None),  # the flag came in 0.8.1; XLA aborts on flags it lacks
+        ((0, 8, 0), None, None),  # the YNNPACK flag came in 0.8.1; XLA aborts on flags it lacks
         ((0, 11, 0), None, None),  # not checked: left to the user
         (None, None, None),  # no jaxlib
         (
             (0, 10, 2),
             f"{runtime.YNN_FLAG}=LIBRARY_FUSION_TYPE_DOT",
-            f"{runtime.YNN_FLAG}=LIBRARY_FUSION_TYPE_DOT",
+            f"{runtime.YNN_FLAG}=LIBRARY_FUSION_TYPE_DOT {runtime.SCHEDULER_FLAG}=false",
+        ),
+        (
+            (0, 10, 2),
+            f"{runtime.SCHEDULER_FLAG}=true {runtime.YNN_FLAG}=",
+            f"{runtime.SCHEDULER_FLAG}=true {runtime.YNN_FLAG}=",
         ),
     ],
-    ids=["current", "appended", "too-old", "unchecked", "no-jaxlib", "user-set"],
+    ids=["current", "appended", "too-old", "unchecked", "no-jaxlib", "user-ynn", "user-both"],
 )
-def test_ynnpack_flag_on_jax(version, before, after, monkeypatch):
+def test_xla_cpu_flags_on_jax(version, before, after, monkeypatch):
     monkeypatch.setattr(runtime, "jaxlib_version", lambda: version)
     monkeypatch.setenv("XLA_FLAGS", before or "")  # so that teardown restores the real one
     if before is None:
         monkeypatch.delenv("XLA_FLAGS")
-    runtime.turn_off_xla_cpu_ynnpack("jax")
+    runtime.set_xla_cpu_flags("jax")
     assert os.environ.get("XLA_FLAGS") == after
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "torch"])
 def test_other_backends_keep_xla_flags(backend, monkeypatch):
-    # TensorFlow's XLA reads XLA_FLAGS too, and may not know the flag.
+    # TensorFlow's XLA reads XLA_FLAGS too, and may not know the flags.
     monkeypatch.setattr(runtime, "jaxlib_version", lambda: (0, 10, 2))
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    runtime.turn_off_xla_cpu_ynnpack(backend)
+    runtime.set_xla_cpu_flags(backend)
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
 
 
-def test_flag_is_set_on_import_exactly_on_jax():
+def test_flags_are_set_on_import_exactly_on_jax():
     import keras
 
-    first, unchecked = runtime.YNN_FLAG_JAXLIB
+    first, unchecked = runtime.XLA_CPU_FLAGS_JAXLIB
     version = runtime.jaxlib_version()
     on_jax = keras.backend.backend() == "jax"
     expected = on_jax and version is not None and first <= version < unchecked
-    assert (OFF in os.environ.get("XLA_FLAGS", "")) == expected
+    flags = os.environ.get("XLA_FLAGS", "")
+    assert (f"{runtime.YNN_FLAG}=" in flags) == expected
+    assert (f"{runtime.SCHEDULER_FLAG}=false" in flags) == expected
 
 
 @pytest.mark.parametrize(
