@@ -18,7 +18,9 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# setup.py makes a console script per module of flexseg/commands/: a new command module
+# (the folder changes) reinstalls.
+$(STAMP): pyproject.toml setup.py flexseg/commands
 	@echo "Setting up $(VENV) with CPU builds of TensorFlow, JAX and PyTorch (log: $(VENV)/setup.log)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# torch first, pinned to the CPU wheel, so that nothing pulls a CUDA build.
@@ -34,12 +36,12 @@ test: setup ## run the test suite once per backend (tensorflow, jax, torch)
 	@$(PY) scripts/run_tests.py -- -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: setup ## ruff lint and format check
-	@$(VENV)/bin/ruff check flexseg scripts tests benchmarks examples
-	@$(VENV)/bin/ruff format --check flexseg scripts tests benchmarks examples
+	@$(VENV)/bin/ruff check flexseg scripts tests benchmarks examples setup.py
+	@$(VENV)/bin/ruff format --check flexseg scripts tests benchmarks examples setup.py
 
 format: setup ## apply ruff fixes and formatting
-	@$(VENV)/bin/ruff check --fix flexseg scripts tests benchmarks examples
-	@$(VENV)/bin/ruff format flexseg scripts tests benchmarks examples
+	@$(VENV)/bin/ruff check --fix flexseg scripts tests benchmarks examples setup.py
+	@$(VENV)/bin/ruff format flexseg scripts tests benchmarks examples setup.py
 
 demo: setup ## train, evaluate and infer on the built-in sample (BACKEND=tensorflow|jax|torch)
 	@KERAS_BACKEND=$(BACKEND) $(VENV)/bin/flexseg-demo

@@ -7,7 +7,7 @@ Soft Dice and Tversky are computed over the whole batch per class ("batch Dice")
 stable when many images hold no foreground.
 
 Adding a loss is one function, one class registered under a name, and
-`flexseg/conf/loss/<name>.yaml`: the class's constructor arguments are its config keys, their
+`conf/loss/<name>.yaml`: the class's constructor arguments are its config keys, their
 defaults the defaults.
 """
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import keras
 
 import flexseg.losses
-import flexseg.metrics
-import flexseg.models  # noqa: F401  (registers the classes a checkpoint names)
+import flexseg.metrics  # noqa: F401  (with the losses and models: the classes a checkpoint names)
 from flexseg.config.files import read_config
 from flexseg.config.parse import as_dict, flat_keys, parse
 from flexseg.config.schema import TrainConfig, loss_schema
 from flexseg.errors import ConfigError, DataError
+from flexseg.models import register_models
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINTS = "checkpoints"
@@ -122,6 +122,7 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> Run:
     """
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
+    register_models()
     checkpoint = checkpoint or cfg.trainer.select_checkpoint
     path = run_dir / CHECKPOINTS / f"{checkpoint}.keras"
     if not path.is_file():

@@ -256,9 +256,8 @@ def torch_profile(step, steps: int, top: int = 15) -> list[dict]:
 
 
 def loader_worker(preset_name: str, args) -> list[dict]:
-    from flexseg.config.compose import load_config
-    from flexseg.data.build import build_datasets
-    from flexseg.data.sources import find_samples
+    from flexseg.commands import load_config
+    from flexseg.from_config import build_datasets, find_samples
 
     size = PRESETS[preset_name]["size"]
     overrides = [

@@ -27,12 +27,11 @@ def loader_rates(data: Path, rounds: int, batches: int) -> list[dict]:
     """Loader images/s: 128 and 256 pixels, uncached and cached, 0 (the main process), 1, 2
     and `auto` worker processes, light augmentation, lgg's group z-scoring. The loaders of
     one size and cache run side by side, their timed windows alternating round by round."""
-    from flexseg.config.compose import load_config
-    from flexseg.data.build import colormap_of, read_spec
+    from flexseg.commands import load_config
     from flexseg.data.dataset import SegmentationDataset, compute_group_stats
-    from flexseg.data.sources import find_samples
     from flexseg.data.transforms import build_augmentation
     from flexseg.data.workers import resolve_workers
+    from flexseg.from_config import colormap_of, find_samples, read_spec
 
     cfg = load_config(["experiment=lgg", f"dataset.root={data}", "augment=light"])
     splits = find_samples(cfg.dataset, cfg.seed)
@@ -109,9 +108,9 @@ def prediction_rates(run: Path, folder: Path, rounds: int) -> dict:
     flexseg-infer's with flip TTA (two forward passes per image) on the test split."""
     import numpy as np
 
-    from flexseg.data.sources import find_samples
-    from flexseg.evaluation import evaluate
-    from flexseg.inference import infer
+    from flexseg.from_config import find_samples
+    from flexseg.predict.evaluation import evaluate
+    from flexseg.predict.inference import infer
     from flexseg.runs import load_run
 
     loaded = load_run(run)

@@ -58,7 +58,7 @@ TRAINED_RUN = [
 def trained(tmp_path_factory):
     """(data folder, run folder, training summary) of one tiny training run. Tests that
     change the run work on a copy."""
-    from flexseg.config.compose import load_config
+    from flexseg.commands._compose import load_config
     from flexseg.training import train
 
     root = tmp_path_factory.mktemp("data")

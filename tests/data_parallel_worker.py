@@ -25,7 +25,7 @@ from flexseg.runtime import prepare_process  # noqa: E402
 prepare_process()
 
 from flexseg import backend  # noqa: E402
-from flexseg.config.compose import load_config  # noqa: E402
+from flexseg.commands._compose import load_config  # noqa: E402
 from flexseg.training import train  # noqa: E402
 from tests.helpers import TINY_RUN, TRAIN_VALID_SPLIT, make_flat_dataset  # noqa: E402
 

@@ -99,6 +99,15 @@ def dataset_config(root, **settings):
     )
 
 
+def data_source(root, split=None, **settings):
+    """The data layer's `Source` of `make_flat_dataset`'s files (patient = `p<number>`);
+    `split` as the `SplitRule`'s arguments."""
+    from flexseg.data import Source, SplitRule
+
+    settings = {"group_regex": r"^(p\d+)_", **settings}
+    return Source(root=str(root), split=SplitRule(**(split or {})), **settings)
+
+
 def make_flat_dataset(
     root, groups=("p01", "p02", "p03"), slices=4, size=(32, 32), seed=0
 ) -> list[str]:

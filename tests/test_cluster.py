@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from flexseg.cluster import PORT_BASE, PORT_SPAN, Processes, find_processes, first_host
-from flexseg.config.compose import CONF_DIR
+from flexseg.commands._compose import CONF_DIR
+from flexseg.commands.launch import process_env
 from flexseg.errors import ConfigError
-from flexseg.launch import process_env
 
 pytestmark = pytest.mark.once
 
@@ -78,7 +78,7 @@ def test_the_slurm_launcher_asks_for_nodes_and_a_task_per_gpu(tmp_path, monkeypa
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
 
-    from flexseg.config.compose import register
+    from flexseg.commands._compose import register
 
     register()
     overrides = [

@@ -1,11 +1,13 @@
-"""Import rules: one module per backend framework, Hydra at the edge, no import cycles, and
-a library import that changes nothing in the user's process."""
+"""Import rules: the layers, one module per backend framework, Hydra at the edge, no import
+cycles, data and models free of the config, and a library import that changes nothing in the
+user's process."""
 
 from __future__ import annotations
 
 import ast
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,28 @@ from tests.helpers import run_python
 PACKAGE = Path(__file__).resolve().parents[1] / "flexseg"
 RULES = {
     ("tensorflow", "jax", "torch"): {"backend.py"},
-    ("hydra", "omegaconf"): {"config/compose.py", "config/app.py"},
+    ("hydra", "omegaconf"): {"commands/_compose.py", "commands/_app.py"},
 }
+# The layers, lowest first: a module imports modules of its own layer and of those below it,
+# never of one above (imports inside functions included). A module is in the layer of the
+# longest name here that it is, or that it is inside.
+LAYERS = [
+    # what everything may use
+    ["flexseg", "flexseg.errors", "flexseg.backend", "flexseg.cluster", "flexseg.runtime",
+     "flexseg.progress", "flexseg.plots"],
+    # the parts, which take plain typed settings
+    ["flexseg.data", "flexseg.models", "flexseg.losses", "flexseg.metrics"],
+    # the schema: it reads the parts' option lists and defaults
+    ["flexseg.config"],
+    # a run's folder, and the config's sections as the parts' settings
+    ["flexseg.runs", "flexseg.from_config"],
+    # training, and prediction: each needs nothing of the other
+    ["flexseg.training", "flexseg.predict"],
+    # the commands: Hydra, the command line, sweeps
+    ["flexseg.commands", "flexseg.__main__"],
+]  # fmt: skip
+APART = ("flexseg.training", "flexseg.predict")  # one layer, no import between them
+FREE_OF_CONFIG = ("flexseg.data", "flexseg.models")
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -111,11 +133,87 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-@pytest.mark.parametrize("module", ["flexseg.evaluation", "flexseg.inference"])
-def test_evaluation_and_inference_need_no_training_module(module):
-    needed = reachable(import_graph(PACKAGE), module)
-    assert not {m for m in needed if m.startswith("flexseg.training")}
-    assert not needed & {"flexseg.cli", "flexseg.config.app", "flexseg.config.compose"}
+def inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(f"{package}.")
+
+
+def layer_of(module: str) -> int:
+    """The index in LAYERS of the layer `module` is in."""
+    found = [
+        (len(name), k) for k, layer in enumerate(LAYERS) for name in layer if inside(module, name)
+    ]
+    if not found:
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+    return max(found)[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(module, what it imports) for each import of a higher layer's module, and each import
+    between the packages of APART."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            sides = {p for p in APART for m in (module, target) if inside(m, p)}
+            if layer_of(target) > layer_of(module) or len(sides) == 2:
+                found.append((module, target))
+    return found
+
+
+def config_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(module, config module) for each import of `flexseg.config` by data or models."""
+    return [
+        (module, target)
+        for module, targets in sorted(graph.items())
+        if any(inside(module, package) for package in FREE_OF_CONFIG)
+        for target in sorted(targets)
+        if inside(target, "flexseg.config")
+    ]
+
+
+def test_every_module_is_in_a_layer_and_imports_none_above_it():
+    assert upward_imports(import_graph(PACKAGE)) == []
+
+
+def test_data_and_models_import_nothing_of_the_config():
+    assert config_imports(import_graph(PACKAGE)) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "added", "check", "found"),
+    [
+        ("data/sources.py", "from flexseg.commands import names", upward_imports,
+         ("flexseg.data.sources", "flexseg.commands")),
+        ("predict/postprocess.py", "import flexseg.training.train", upward_imports,
+         ("flexseg.predict.postprocess", "flexseg.training.train")),
+        ("data/splits.py", "from flexseg.config.schema import SPLITS", config_imports,
+         ("flexseg.data.splits", "flexseg.config.schema")),
+        ("models/flex_unet.py", "from flexseg.config import TrainConfig", config_imports,
+         ("flexseg.models.flex_unet", "flexseg.config")),
+    ],
+)  # fmt: skip
+def test_the_layer_checks_find_an_import_made_on_purpose(tmp_path, module, added, check, found):
+    """The tests of the tests: a copy of the package, one import added inside a function."""
+    copy = tmp_path / "flexseg"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("sample_data", "__pycache__"))
+    assert check(import_graph(copy)) == []
+    path = copy / module
+    path.write_text(path.read_text() + f"\n\ndef _planted():\n    {added}\n")
+    assert check(import_graph(copy)) == [found]
+
+
+def test_prediction_reaches_no_training_module():
+    needed = reachable(import_graph(PACKAGE), "flexseg.predict")
+    assert not {m for m in needed if inside(m, "flexseg.training") or inside(m, "flexseg.commands")}
+
+
+def test_the_commands_start_without_keras(tmp_path):
+    """Every command module and the schema import without Keras, so that a command prepares
+    the process (flexseg.runtime.prepare_process) before Keras and its backend start."""
+    from flexseg import commands
+
+    modules = ", ".join(f"flexseg.commands.{n.replace('-', '_')}" for n in commands.names())
+    code = f"import sys, flexseg.config, flexseg.commands, {modules}\nprint('keras' in sys.modules)"
+    assert run_python(code).splitlines()[-1] == "False"
 
 
 def test_the_cycle_check_finds_a_cycle_made_on_purpose(tmp_path):
@@ -140,8 +238,8 @@ def test_the_library_changes_nothing_in_the_users_process(tmp_path):
         "import json, os, sys, keras, matplotlib\n"
         "env = dict(os.environ)\n"  # as Keras and its backend left it (JAX sets a TF variable)
         "plotting = repr(dict.__getitem__(matplotlib.rcParams, 'backend'))\n"
-        "import flexseg, flexseg.models, flexseg.data, flexseg.training, flexseg.inference\n"
-        "import flexseg.evaluation, flexseg.config\n"
+        "import flexseg, flexseg.models, flexseg.data, flexseg.training, flexseg.predict\n"
+        "import flexseg.config, flexseg.from_config, flexseg.runs\n"
         "from flexseg import backend, plots\n"
         "from flexseg.models import FlexUNet\n"
         "from flexseg.training.callbacks import atomic_save\n"

@@ -2,14 +2,13 @@
 
 The library takes these typed configs (`TrainConfig`, `EvaluateConfig`, ...): build one in
 Python (`TrainConfig(dataset=DatasetConfig(...))`, or `parse(TrainConfig, a_dict)`), or
-compose one from `flexseg/conf/` with `flexseg.config.compose.load_config`. Only the `compose` and
-`app` modules of this package import Hydra and OmegaConf; importing `flexseg.config` does not.
+compose one from `conf/` with `flexseg.commands.load_config`. Hydra and OmegaConf are imported by
+the commands only; importing `flexseg.config` imports neither.
 """
 
 from flexseg.config.files import read_config, save_config
 from flexseg.config.parse import MISSING, Section, as_dict, parse
 from flexseg.config.schema import (
-    COMMANDS,
     AugmentConfig,
     ClusterConfig,
     DatasetConfig,
@@ -24,13 +23,13 @@ from flexseg.config.schema import (
     StatsConfig,
     TrainConfig,
     TrainerConfig,
+    command_schemas,
     loss_schema,
     model_schema,
 )
 from flexseg.config.targets import import_target, instantiate
 
 __all__ = [
-    "COMMANDS",
     "MISSING",
     "AugmentConfig",
     "ClusterConfig",
@@ -48,6 +47,7 @@ __all__ = [
     "TrainConfig",
     "TrainerConfig",
     "as_dict",
+    "command_schemas",
     "import_target",
     "instantiate",
     "loss_schema",

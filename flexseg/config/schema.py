@@ -1,8 +1,12 @@
-"""The schema of every command's config: the one place a default lives.
+"""The schema of every command's config.
+
+A default is written once: here, or in the class a section configures. The `model` and `loss`
+keys are a class's constructor arguments; the data layer's settings (`Source`, `SplitRule`,
+`ReadSpec`) hold the defaults of the `dataset` keys of their names, which are read from them.
 
 Each section is a dataclass that checks its own values when it is made (types, choices,
 ranges: `flexseg.config.parse`), so a config written in Python and one composed by Hydra
-from `flexseg/conf/` pass the same checks. The `model` and `loss` sections are not written here:
+from `conf/` pass the same checks. The `model` and `loss` sections are not written here:
 their keys and defaults are the constructor arguments of the model class (`_target_`) and of
 the loss class (`name`), read from the signature (`model_schema`, `loss_schema`).
 
@@ -18,35 +22,35 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from flexseg.config.parse import MISSING, Section, parse, section_schema
 from flexseg.config.targets import import_target
+from flexseg.data.cache import CACHE_KINDS
+from flexseg.data.files import MAX_PIXELS
+from flexseg.data.reading import CHANNELS, NORMALIZATIONS, SIZE_POLICIES, ReadSpec
+from flexseg.data.sources import LAYOUTS, Source, SplitRule
+from flexseg.data.splits import SPLITS
+from flexseg.models import INFERENCE_PRECISIONS, MODELS
 
-SPLITS = ("train", "valid", "test")
-LAYOUTS = ("flat", "splits")  # root/{images,masks} + a split rule | root/{train,valid,test}/...
-SIZE_POLICIES = ("pad", "resize")
-NORMALIZATIONS = ("scale01", "zscore", "group_zscore", "none")
+# The option lists of what only runs above the config (training, prediction, export); those of
+# data and models are imported from the modules that own them.
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
-# what evaluate and infer predict in; auto: 16 bits where trainer.precision=auto trains in them
-INFERENCE_PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 DISTRIBUTIONS = ("none", "data_parallel", "auto")
 CHECKPOINTS = ("best", "last")
 RESUMES = ("never", "auto")
-# test-time augmentation: the mean of the predictions of the image and its mirrors; per mode,
-# the batch axes flipped in each view (1 rows, 2 columns), the image itself first
-TTA_VIEWS = {"none": [()], "flip": [(), (2,)], "flip_hv": [(), (2,), (1,), (1, 2)]}
-TTA_MODES = tuple(TTA_VIEWS)
-CACHE_KINDS = ("none", "memory", "disk")
+# test-time augmentation: the mean of the predictions of the image and its mirrors
+# (flexseg.predict.predictor.TTA_VIEWS)
+TTA_MODES = ("none", "flip", "flip_hv")
 EXPORT_FORMATS = ("onnx", "tf_saved_model", "litert", "torch")
 
-# The models a config can name, by their option in flexseg/conf/model/; `_target_` picks the class.
-MODELS = {"flex_unet": "flexseg.models.FlexUNet"}
 DEFAULT_MODEL = MODELS["flex_unet"]
 DEFAULT_LOSS = "ce_dice"
 
@@ -91,12 +95,12 @@ class SplitConfig(Section):
     # Share of the groups per split, e.g. {train: 0.7, valid: 0.1, test: 0.2}, seeded.
     fractions: dict[str, float] | None = field(default_factory=dict)
     # Share of each training group's slices held out (as one contiguous block) for validation.
-    holdout_fraction: float = rule(0.0, _fraction(False, True), "in [0, 1)")
+    holdout_fraction: float = rule(SplitRule.holdout_fraction, _fraction(False, True), "in [0, 1)")
     seed: int | None = None  # defaults to the run's seed
     # Cross-validation by patient: the groups outside test are dealt into `folds` seeded folds
     # and fold `fold` validates; flexseg-train -m dataset.split.fold=0,1,2,3,4 runs them all.
     folds: int | None = rule(None, lambda n: n is None or n >= 2, ">= 2 or null")
-    fold: int = rule(0, lambda n: n >= 0, ">= 0")
+    fold: int = rule(SplitRule.fold, lambda n: n >= 0, ">= 0")
 
 
 @dataclass
@@ -104,29 +108,29 @@ class DatasetConfig(Section):
     KEY: ClassVar[str] = "dataset"
     name: str = MISSING  # names the output folder: outputs/<name>/<time>
     root: str = MISSING
-    layout: str = choice("flat", LAYOUTS)
-    images_dir: str = "images"
-    masks_dir: str = "masks"
-    mask_suffix: str = ""
+    layout: str = choice(Source.layout, LAYOUTS)
+    images_dir: str = Source.images_dir
+    masks_dir: str = Source.masks_dir
+    mask_suffix: str = Source.mask_suffix
     group_regex: str | None = None  # first capture group = the patient id of a file name
     split: SplitConfig = field(default_factory=SplitConfig)
     num_classes: int = rule(2, lambda n: n >= 2, ">= 2 (the background is a class)")
     class_names: list[str] | None = None
     rgb_map: Any = None  # [{name, color: [r, g, b], id}] or {"(r, g, b)": id}; None: id masks
     color_tolerance: float = 10.0
-    channels: int = choice(1, (1, 3))
+    channels: int = choice(ReadSpec.channels, CHANNELS)
     # [height, width] of the model input; None pads each image to the model's size multiple.
     image_size: list[int] | None = rule(
         None, _optional_pair(lambda size: min(size) >= 1), "[height, width] of positive integers"
     )
-    size_policy: str = choice("pad", SIZE_POLICIES)
-    normalize: str = choice("scale01", NORMALIZATIONS)
+    size_policy: str = choice(ReadSpec.size_policy, SIZE_POLICIES)
+    normalize: str = choice(ReadSpec.normalize, NORMALIZATIONS)
     clip_percentiles: list[float] | None = rule(
         None,
         _optional_pair(lambda p: 0 <= p[0] < p[1] <= 100),
         "[low, high], 0 <= low < high <= 100",
     )
-    ignore_zero: bool = True  # z-score statistics over non-zero pixels only
+    ignore_zero: bool = ReadSpec.ignore_zero  # z-score statistics over non-zero pixels only
     # Missing sequences: in training, each image has, with probability stand_in_p, all its
     # channels replaced by channel stand_in_channel, as a scan whose missing sequences were
     # filled with the one it has (lgg: FLAIR, channel 1); flexseg-evaluate stand_in_channel=1
@@ -138,7 +142,7 @@ class DatasetConfig(Section):
     cache: str = choice("none", CACHE_KINDS)
     cache_dir: str | None = None  # the disk cache's parent folder; None: ~/.cache/flexseg/data
     # Files whose header declares more pixels are refused before decoding (2**28: 16k x 16k).
-    max_pixels: int = rule(2**28, lambda n: n >= 1, ">= 1")
+    max_pixels: int = rule(MAX_PIXELS, lambda n: n >= 1, ">= 1")
 
     @property
     def names(self) -> list[str]:
@@ -434,14 +438,15 @@ class ExportConfig(Section):
     compile_cache: str = _compile_cache()
 
 
-# Each command's primary config (flexseg/conf/<name>.yaml) and its schema.
-COMMANDS = {
-    "train": TrainConfig,
-    "check": TrainConfig,
-    "demo": TrainConfig,
-    "preview_augment": PreviewAugmentConfig,
-    "stats": StatsConfig,
-    "evaluate": EvaluateConfig,
-    "infer": InferConfig,
-    "export": ExportConfig,
-}
+def command_schemas() -> dict[str, type[Section]]:
+    """The schema of each command's whole config, by the name its primary config gives it:
+    `TrainConfig` is `train_schema` (`defaults: [train_schema, ...]` in conf/train.yaml),
+    `PreviewAugmentConfig` is `preview_augment_schema`. A schema is a whole config when its
+    section has no `KEY`."""
+    found = {}
+    for value in globals().values():
+        whole = isinstance(value, type) and issubclass(value, Section) and not value.KEY
+        if whole and dataclasses.is_dataclass(value):
+            words = re.sub(r"(?<!^)(?=[A-Z])", "_", value.__name__.removesuffix("Config"))
+            found[words.lower()] = value
+    return found

@@ -5,11 +5,13 @@ import importlib
 from flexseg.data.masks import ColorMap, MaskReport, decode_mask, write_palette_png
 from flexseg.data.pairing import pair_by_name
 from flexseg.data.reading import ReadSpec, read_image
-from flexseg.data.sources import Sample, find_samples
+from flexseg.data.sources import Sample, Source, SplitRule, find_samples
 from flexseg.data.splits import group_of, split_groups
 
 _LAZY = {
+    "LoaderSettings": "build",
     "SegmentationDataset": "dataset",
+    "build_datasets": "build",
     "compute_group_stats": "dataset",
     "build_augmentation": "transforms",
 }
@@ -27,11 +29,15 @@ def __getattr__(name: str):
 
 __all__ = [
     "ColorMap",
+    "LoaderSettings",
     "MaskReport",
     "ReadSpec",
     "Sample",
     "SegmentationDataset",
+    "Source",
+    "SplitRule",
     "build_augmentation",
+    "build_datasets",
     "compute_group_stats",
     "decode_mask",
     "find_samples",

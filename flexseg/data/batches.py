@@ -80,7 +80,7 @@ class Batches:
         # JAX makes one array of the processes' parts: they must be equal, so the last batch
         # leaves out its last n % processes samples (torch takes unequal parts)
         self.equal_parts = equal_parts
-        self.stand_in = stand_in  # (channel, probability): see DatasetConfig.stand_in_channel
+        self.stand_in = stand_in  # (channel, probability): see SegmentationDataset
         self._with_fg = self._empty = None
         self._again = np.zeros(0, np.int64)  # served once more each epoch, besides the rest
         if (foreground_fraction is not None or small_lesions is not None) and shuffle:
@@ -137,7 +137,9 @@ class Batches:
             masks = (self.read(i)[1] for i in range(len(self.samples)))
         else:  # whether a mask has foreground: its file is enough
             masks = (
-                decode_mask(s.mask, self.num_classes, self.colormap, self.spec.max_pixels)[0]
+                decode_mask(s.mask, self.num_classes, self.colormap, self.spec.max_pixels, s.index)[
+                    0
+                ]
                 for s in self.samples
             )
         pixels = np.array([np.count_nonzero(mask) for mask in masks])
@@ -217,8 +219,8 @@ def read_pair(
         DataError: naming the file: unreadable, unknown mask colours, a class id beyond
             `num_classes`, image and mask of different sizes, or too large to pad.
     """
-    raw = read_image(sample.image, spec.channels, spec.max_pixels)
-    mask, report = decode_mask(sample.mask, num_classes, colormap, spec.max_pixels)
+    raw = read_image(sample.image, spec.channels, spec.max_pixels, sample.index)
+    mask, report = decode_mask(sample.mask, num_classes, colormap, spec.max_pixels, sample.index)
     if report.unknown:
         colors = ", ".join(f"{list(c)} ({n} pixels)" for c, n in report.unknown.items())
         raise DataError(

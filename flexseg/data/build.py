@@ -1,84 +1,94 @@
-"""From a config to datasets: the one place that wires sources, masks, reading and augmentation."""
+"""From samples to datasets: the one place that wires masks, reading, augmentation and loading."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from flexseg.config.schema import DatasetConfig, TrainConfig
 from flexseg.data.dataset import SegmentationDataset, compute_group_stats
 from flexseg.data.masks import ColorMap
 from flexseg.data.reading import ReadSpec
-from flexseg.data.sources import Sample, find_samples
+from flexseg.data.sources import Sample
 from flexseg.data.transforms import build_augmentation
 from flexseg.data.workers import LoaderPool, resolve_workers
-from flexseg.errors import ConfigError
 
 
-def colormap_of(dataset: DatasetConfig) -> ColorMap | None:
-    """The dataset's colour map, or None when its masks hold class ids."""
-    if dataset.rgb_map is None:
-        return None
-    cmap = ColorMap.from_config(dataset.rgb_map, dataset.color_tolerance)
-    if cmap.num_classes != dataset.num_classes:
-        raise ConfigError(
-            f"dataset.num_classes={dataset.num_classes} but dataset.rgb_map has "
-            f"{cmap.num_classes} classes; make them agree."
-        )
-    return cmap
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How a training's datasets serve batches (the `trainer`, `augment` and `dataset` keys of
+    the same names say it in a config).
 
+    Args:
+        batch_size: images per batch (of all processes together).
+        seed: seed of the order, the augmentation and the stand-in draws.
+        workers: loader worker processes, `"auto"` or a count (`resolve_workers`).
+        prefetch: batches each worker keeps ready.
+        drop_remainder: training leaves out an epoch's last, smaller batch.
+        foreground_fraction, small_lesion_pixels, small_lesion_repeats: the training
+            split's sampling (see `SegmentationDataset`).
+        cache, cache_dir: the decoded-sample cache (`flexseg.data.cache`).
+        stand_in_channel, stand_in_p: training images whose channels all become this one,
+            with this probability.
+        augment: the training split's albumentations transforms, as
+            `[{name: HorizontalFlip, p: 0.5}, ...]`.
+    """
 
-def read_spec(dataset: DatasetConfig, size_multiple: int = 1) -> ReadSpec:
-    """The ReadSpec a dataset config describes; `size_multiple` comes from the model."""
-    size, clip = dataset.image_size, dataset.clip_percentiles
-    return ReadSpec(
-        channels=dataset.channels,
-        size_policy=dataset.size_policy,
-        image_size=tuple(size) if size else None,
-        size_multiple=size_multiple,
-        normalize=dataset.normalize,
-        clip_percentiles=tuple(clip) if clip else None,
-        ignore_zero=dataset.ignore_zero,
-        max_pixels=dataset.max_pixels,
-    )
+    batch_size: int
+    seed: int
+    workers: int | str
+    prefetch: int
+    drop_remainder: bool
+    foreground_fraction: float | None
+    small_lesion_pixels: int | None
+    small_lesion_repeats: int
+    cache: str
+    cache_dir: str | None
+    stand_in_channel: int | None
+    stand_in_p: float
+    augment: Sequence[Mapping]
 
 
 def build_datasets(
-    cfg: TrainConfig,
-    splits: Mapping[str, list[Sample]] | None = None,
-    spec: ReadSpec | None = None,
-    colormap: ColorMap | None = None,
+    splits: Mapping[str, list[Sample]],
+    num_classes: int,
+    spec: ReadSpec,
+    colormap: ColorMap | None,
+    loader: LoaderSettings,
     workers: int | str | None = None,
     only: str | None = None,
     shard: tuple[int, int] = (0, 1),
     sharing: int = 1,
     equal_parts: bool = False,
 ) -> dict[str, SegmentationDataset]:
-    """Train, valid and test datasets of a config; only the training set is augmented.
+    """Train, valid and test datasets of the samples of each split; only training augments.
 
     Args:
-        cfg: the training config (`dataset`, `model`, `trainer`, `augment`, `seed`).
-        splits: samples per split, found from the config when None.
-        spec, colormap: the dataset's reading and colour map, made from the config when None.
-        workers: loader worker processes, shared by the splits; `trainer.workers` when None.
+        splits: samples per split (`flexseg.data.find_samples`).
+        num_classes: classes of the masks.
+        spec, colormap: how the files are read and the masks' colours mapped.
+        loader: how batches are served.
+        workers: loader worker processes, shared by the splits; `loader.workers` when None.
         only: build just this split (intensity statistics still come from every split).
         shard: (process, processes) of a training over several processes: each loads its
-            part of every batch of `trainer.batch_size`.
+            part of every batch of `loader.batch_size`.
         sharing: training processes on this machine, which share its cores among their
-            loader workers (`trainer.workers=auto`).
+            loader workers (`workers="auto"`).
         equal_parts: each process's part of a batch the same size (see SegmentationDataset).
 
     Returns:
         `{split: SegmentationDataset}` for each split that has samples (or just `only`).
     """
-    dataset, trainer = cfg.dataset, cfg.trainer
-    splits = splits if splits is not None else find_samples(dataset, cfg.seed)
-    spec = spec or read_spec(dataset, cfg.model.size_multiple)
-    cmap = colormap if colormap is not None else colormap_of(dataset)
     stats = None
     if spec.normalize == "group_zscore":
         stats = compute_group_stats([s for v in splits.values() for s in v], spec)
-    workers = resolve_workers(trainer.workers if workers is None else workers, sharing)
-    pool = LoaderPool(workers, trainer.prefetch) if workers else None
+    workers = resolve_workers(loader.workers if workers is None else workers, sharing)
+    pool = LoaderPool(workers, loader.prefetch) if workers else None
+    stand_in = None
+    if loader.stand_in_channel is not None and loader.stand_in_p > 0:
+        stand_in = (loader.stand_in_channel, loader.stand_in_p)
+    small_lesions = None
+    if loader.small_lesion_pixels is not None:
+        small_lesions = (loader.small_lesion_pixels, loader.small_lesion_repeats)
     result = {}
     for split, samples in splits.items():
         if not samples or only not in (None, split):
@@ -86,30 +96,24 @@ def build_datasets(
         training = split == "train"
         result[split] = SegmentationDataset(
             samples,
-            num_classes=dataset.num_classes,
-            batch_size=trainer.batch_size,
+            num_classes=num_classes,
+            batch_size=loader.batch_size,
             spec=spec,
-            colormap=cmap,
-            augment=build_augmentation(cfg.augment.transforms, dataset.image_size)
-            if training
-            else None,
+            colormap=colormap,
+            augment=build_augmentation(loader.augment, spec.image_size) if training else None,
             shuffle=training,
-            seed=cfg.seed,
-            drop_remainder=training and trainer.drop_remainder,
-            foreground_fraction=trainer.foreground_fraction if training else None,
-            small_lesions=(trainer.small_lesion_pixels, trainer.small_lesion_repeats)
-            if training and trainer.small_lesion_pixels is not None
-            else None,
-            cache=dataset.cache,
-            cache_dir=dataset.cache_dir,
+            seed=loader.seed,
+            drop_remainder=training and loader.drop_remainder,
+            foreground_fraction=loader.foreground_fraction if training else None,
+            small_lesions=small_lesions if training else None,
+            cache=loader.cache,
+            cache_dir=loader.cache_dir,
             group_stats=stats,
             workers=workers,
             pool=pool,
             name=split,
             shard=shard,
             equal_parts=equal_parts,
-            stand_in=(dataset.stand_in_channel, dataset.stand_in_p)
-            if training and dataset.stand_in_channel is not None and dataset.stand_in_p > 0
-            else None,
+            stand_in=stand_in if training else None,
         )
     return result

@@ -24,12 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from flexseg.config.schema import CACHE_KINDS
 from flexseg.data.masks import ColorMap
 from flexseg.data.reading import ReadSpec
 from flexseg.data.sources import Sample
 from flexseg.errors import ConfigError
 
+# none | memory (shared by the loader processes, for one run) | disk (a folder reused while
+# the files and read settings stay)
+CACHE_KINDS = ("none", "memory", "disk")
 _VERSION = 1  # of the file layout; part of every key
 _ALIGN = 64  # each array starts on a cache line
 _INDEX, _DATA = "index.json", "data.bin"
@@ -92,6 +94,8 @@ def cache_key(
         for path in (sample.image, sample.mask):
             stat = os.stat(path)
             files.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+        if sample.index is not None:  # a slice of a volume: the same key as before otherwise
+            files.append(sample.index)
     colors = None
     if colormap is not None:
         colors = [[c.id, list(c.color)] for c in colormap.classes] + [colormap.tolerance]

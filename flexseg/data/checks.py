@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from flexseg.config.schema import DatasetConfig
 from flexseg.data.batches import read_pair
 from flexseg.data.masks import ColorMap
 from flexseg.data.reading import ReadSpec, read_image
-from flexseg.data.sources import Sample, find_samples
+from flexseg.data.sources import Sample, Source, find_samples
 from flexseg.errors import ConfigError, DataError
 from flexseg.progress import progress_bar
 
@@ -56,7 +55,11 @@ def scan_samples(
 
 
 def dataset_problems(
-    dataset: DatasetConfig, seed: int, spec: ReadSpec | None, colormap: ColorMap | None
+    source: Source,
+    num_classes: int,
+    seed: int,
+    spec: ReadSpec | None,
+    colormap: ColorMap | None,
 ) -> tuple[dict[str, list[Sample]], dict, list[str], np.ndarray]:
     """Every problem of a dataset's files in one list: pairing, splitting, then reading every
     image and mask of every split (those that pair), when `spec` (the reading) is known.
@@ -67,16 +70,14 @@ def dataset_problems(
     """
     problems: list[str] = []
     try:
-        splits = find_samples(dataset, seed, problems)
+        splits = find_samples(source, seed, problems)
     except (ConfigError, DataError) as error:
-        return {}, {}, [*problems, str(error)], np.zeros(dataset.num_classes, np.int64)
-    facts, pixels = {}, np.zeros(dataset.num_classes, np.int64)
+        return {}, {}, [*problems, str(error)], np.zeros(num_classes, np.int64)
+    facts, pixels = {}, np.zeros(num_classes, np.int64)
     for split, samples in splits.items():
         if not samples or spec is None:
             continue
-        facts[split], split_problems, counts = scan_samples(
-            samples, dataset.num_classes, spec, colormap
-        )
+        facts[split], split_problems, counts = scan_samples(samples, num_classes, spec, colormap)
         problems += split_problems
         if split == "train":
             pixels = counts
@@ -100,7 +101,7 @@ def input_problems(paths: Sequence[Path], max_pixels: int) -> list[str]:
 def channel_notes(splits: Mapping[str, list[Sample]], spec: ReadSpec) -> list[str]:
     """A note when the files hold another channel count than the model reads."""
     first = next(s for samples in splits.values() for s in samples)
-    found = read_image(first.image, None, spec.max_pixels).shape[-1]
+    found = read_image(first.image, None, spec.max_pixels, first.index).shape[-1]
     if found == spec.channels:
         return []
     return [

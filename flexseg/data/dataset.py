@@ -25,7 +25,7 @@ from flexseg.errors import DataError
 
 
 class SegmentationDataset(keras.utils.PyDataset):
-    """Batches of (images, one-hot masks), read and augmented per batch.
+    r"""Batches of (images, one-hot masks), read and augmented per batch.
 
     Nothing is held in memory beyond the batches in flight (unless `cache` says), so peak
     memory grows with `batch_size * workers`, not with the dataset. With `shuffle=True` the
@@ -64,7 +64,7 @@ class SegmentationDataset(keras.utils.PyDataset):
             split); made for this dataset alone when None and `workers` > 0.
         name: this dataset's name in a shared pool.
         stand_in: (channel, probability): each image's channels all replaced by that channel
-            with that probability (`DatasetConfig.stand_in_channel`), seeded per sample.
+            with that probability (the `dataset.stand_in_channel` setting), seeded per sample.
         shard: (process, processes) of a training over several processes: each serves its
             consecutive part of every batch (`batch_size` is the batch of all processes
             together), so together they serve one process's batches in the same order.
@@ -72,7 +72,7 @@ class SegmentationDataset(keras.utils.PyDataset):
             last `n % processes` samples.
 
     Example:
-    >>> splits = find_samples(DatasetConfig(name="scans", root="data", ...), seed=0)
+    >>> splits = find_samples(Source(root="data", group_regex=r"^(p\d+)_", ...), seed=0)
     >>> train = SegmentationDataset(splits["train"], 2, 8, ReadSpec(size_multiple=16))
     >>> model.fit(train, epochs=10, shuffle=False)
     """
@@ -183,7 +183,7 @@ def compute_group_stats(samples: Sequence[Sample], spec: ReadSpec) -> dict[str, 
 
     def unit_images(members):
         for s in members:
-            raw = read_image(s.image, spec.channels, spec.max_pixels)
+            raw = read_image(s.image, spec.channels, spec.max_pixels, s.index)
             yield to_unit(raw)[0]
 
     groups = by_group(samples, lambda sample: sample.group)

@@ -14,7 +14,6 @@ classes, 0 and 255.
 from __future__ import annotations
 
 import ast
-import io
 import itertools
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -25,8 +24,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from flexseg.config.schema import DatasetConfig
-from flexseg.data.files import read_checked
+from flexseg.data import readers
+from flexseg.data.files import MAX_PIXELS, read_checked
+from flexseg.data.reading import in_place
 from flexseg.errors import ConfigError, DataError
 
 # A blend pixel must have a pixel of each colour it blends within this many pixels (a 7 x 7
@@ -299,43 +299,29 @@ def _class_color(name, color, class_id) -> ClassColor:
 
 
 def read_mask_file(
-    path: str | Path, max_pixels: int = DatasetConfig.max_pixels
+    path: str | Path, max_pixels: int = MAX_PIXELS, index: int | None = None
 ) -> tuple[np.ndarray, bool]:
     """The raw mask array and whether it holds palette indices.
 
-    The file is checked before it is decoded (`flexseg.data.files.read_checked`).
+    The file is checked before it is decoded (`flexseg.data.files.read_checked`) by the
+    reader of its format (`flexseg.data.readers`); `index` is the sample's place in it.
 
     Returns:
         (H, W) for gray and palette masks, (H, W, 3) RGB for colour masks; and `True` when
         the values are palette indices.
     """
+    path = Path(path)
     data, header = read_checked(path, max_pixels, "mask")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            if image.size != (header.width, header.height):
-                raise DataError(
-                    f"cannot read mask {path}: its header says {header.width}x{header.height} "
-                    f"but it decodes to {image.size[0]}x{image.size[1]}; replace or remove it."
-                )
-            if image.mode == "P":
-                return np.asarray(image), True
-            if image.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
-                return np.asarray(image.convert("RGB")), False
-            if image.mode in ("L", "1", "LA", "PA"):
-                return np.asarray(image.convert("L")), False
-            return np.asarray(image), False  # 16-bit and 32-bit gray
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        if isinstance(error, DataError):
-            raise
-        raise DataError(f"cannot read mask {path}: {error}; replace or remove the file.") from error
+    raw, is_palette = readers.by_name(header.format).mask(data, header, path)
+    return in_place(raw, index, path), is_palette
 
 
 def decode_mask(
     path: str | Path,
     num_classes: int,
     colormap: ColorMap | None = None,
-    max_pixels: int = DatasetConfig.max_pixels,
+    max_pixels: int = MAX_PIXELS,
+    index: int | None = None,
 ) -> tuple[np.ndarray, MaskReport]:
     """Reads a mask file as class ids (H, W) uint8, with a report of what was mapped.
 
@@ -345,7 +331,7 @@ def decode_mask(
     Raises:
         DataError: values or colours that fit none of the above, naming the file.
     """
-    raw, is_palette = read_mask_file(path, max_pixels)
+    raw, is_palette = read_mask_file(path, max_pixels, index)
     if colormap is not None:
         if is_palette:
             with Image.open(path) as image:

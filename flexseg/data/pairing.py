@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from flexseg.data import readers
 from flexseg.data.files import file_kind
 from flexseg.errors import DataError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # Files that operating systems and tools drop into folders; never data.
 IGNORED_NAMES = {"Thumbs.db", "desktop.ini"}
 MAX_NAMED = 5
@@ -23,7 +23,7 @@ class Pair:
 
     @property
     def name(self) -> str:
-        return self.image.stem
+        return readers.stem_of(self.image)
 
 
 def list_images(folder: str | Path, what: str = "image") -> list[Path]:
@@ -48,7 +48,7 @@ def scan_folder(folder: str | Path, what: str = "image") -> tuple[list[Path], li
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.name in IGNORED_NAMES:
             continue
-        is_image = path.suffix.lower() in IMAGE_EXTENSIONS
+        is_image = readers.suffix_of(path) is not None
         kind = file_kind(path)
         if is_image and kind != "file":
             problems.append(f"{what} {path} is {kind}; put the {what} file there or remove it.")
@@ -59,10 +59,12 @@ def scan_folder(folder: str | Path, what: str = "image") -> tuple[list[Path], li
     if strangers:
         problems.append(
             f"not an image in {what} folder {folder}: {_named(strangers)} "
-            f"(expected {', '.join(IMAGE_EXTENSIONS)}); move such files out of the folder."
+            f"(expected {', '.join(readers.suffixes())}); move such files out of the folder."
         )
     if not files and not problems:
-        problems.append(f"{what} folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        problems.append(
+            f"{what} folder {folder} holds no images ({', '.join(readers.suffixes())})."
+        )
     return files, problems
 
 
@@ -117,7 +119,7 @@ def find_pairs(
 def _by_stem(files: list[Path], suffix: str, folder, problems: list[str]) -> dict[str, Path]:
     by_stem: dict[str, Path] = {}
     for path in files:
-        stem = path.stem
+        stem = readers.stem_of(path)
         if suffix:
             if not stem.endswith(suffix):
                 problems.append(

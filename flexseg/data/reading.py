@@ -10,9 +10,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from flexseg.config.schema import NORMALIZATIONS, SIZE_POLICIES, DatasetConfig
-from flexseg.data.files import read_checked
+from flexseg.data import readers
+from flexseg.data.files import MAX_PIXELS, read_checked
 from flexseg.errors import ConfigError, DataError
+
+CHANNELS = (1, 3)  # gray, or RGB
+SIZE_POLICIES = ("pad", "resize")
+NORMALIZATIONS = ("scale01", "zscore", "group_zscore", "none")
 
 
 @dataclass(frozen=True)
@@ -38,18 +42,18 @@ class ReadSpec:
         max_pixels: the most pixels a file's header may declare (see `flexseg.data.files`).
     """
 
-    # The defaults are those of the `dataset` config.
-    channels: int = DatasetConfig.channels
-    size_policy: str = DatasetConfig.size_policy
+    # The defaults of the `dataset` config too.
+    channels: int = 1
+    size_policy: str = "pad"
     image_size: tuple[int, int] | None = None
     size_multiple: int = 1
-    normalize: str = DatasetConfig.normalize
+    normalize: str = "scale01"
     clip_percentiles: tuple[float, float] | None = None
-    ignore_zero: bool = DatasetConfig.ignore_zero
-    max_pixels: int = DatasetConfig.max_pixels
+    ignore_zero: bool = True
+    max_pixels: int = MAX_PIXELS
 
     def __post_init__(self):
-        if self.channels not in (1, 3):
+        if self.channels not in CHANNELS:
             raise ConfigError(f"dataset.channels must be 1 or 3. Received: {self.channels!r}")
         if self.size_policy not in SIZE_POLICIES:
             raise ConfigError(
@@ -77,37 +81,37 @@ class ReadSpec:
 
 
 def read_image(
-    path: str | Path, channels: int | None = 1, max_pixels: int = DatasetConfig.max_pixels
+    path: str | Path,
+    channels: int | None = 1,
+    max_pixels: int = MAX_PIXELS,
+    index: int | None = None,
 ) -> np.ndarray:
     """Reads an image as (H, W, channels) in its own type (uint8, uint16 or float32).
 
     `channels` 1 gives gray (RGB files averaged), 3 gives RGB (gray files repeated), None
     keeps what the file holds. The file is checked before it is decoded
-    (`flexseg.data.files.read_checked`).
+    (`flexseg.data.files.read_checked`) by the reader of its format (`flexseg.data.readers`).
+    `index` is a sample's place in the file (`Sample.index`): None for the whole file.
 
     Raises:
         DataError: the file is missing, not a file, empty, truncated, corrupt, not an image,
-            or larger than `max_pixels`.
+            or larger than `max_pixels`; or it has no place `index`.
     """
     path = Path(path)
     data, header = read_checked(path, max_pixels, "image")
-    try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error as error:  # e.g. OpenCV's own pixel limit, above a raised max_pixels
-        raise DataError(f"cannot decode image {path}: {error.err}") from None
-    if image is None or image.shape[:2] != (header.height, header.width):
-        found = "nothing" if image is None else f"{image.shape[1]}x{image.shape[0]}"
-        raise DataError(
-            f"cannot read image {path}: its header says {header.width}x{header.height} but it "
-            f"decodes to {found}; replace or remove the file."
-        )
-    if image.ndim == 3 and image.shape[2] in (2, 4):
-        image = image[..., : image.shape[2] - 1]  # alpha carries no intensity
-    if image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    elif image.ndim == 2:
-        image = image[..., None]
+    image = in_place(readers.by_name(header.format).image(data, header, path), index, path)
     return image if channels is None else convert_channels(image, channels)
+
+
+def in_place(pixels: np.ndarray, index: int | None, path: Path) -> np.ndarray:
+    """The part of a file's pixels a sample is: all of them (`index` None), or slice `index`
+    of a volume's (D, H, W, ...)."""
+    if index is None:
+        return pixels
+    if pixels.ndim < 4 or not 0 <= index < len(pixels):
+        what = "a 2D image" if pixels.ndim < 4 else f"a volume of {len(pixels)} slices"
+        raise DataError(f"{path} is {what}; it has no slice {index}.")
+    return pixels[index]
 
 
 def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:

@@ -3,32 +3,87 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
-from flexseg.config.schema import SPLITS, DatasetConfig
+from flexseg.data import readers
 from flexseg.data.pairing import Pair, find_pairs
-from flexseg.data.splits import fold_groups, group_of, split_groups
+from flexseg.data.splits import SPLITS, fold_groups, group_of, split_groups
 from flexseg.errors import ConfigError, DataError
 
 T = TypeVar("T")
+# flat: root/{images,masks} and a split rule | splits: root/{train,valid,test}/{images,masks}
+LAYOUTS = ("flat", "splits")
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One image, its mask (None at inference) and its group (the patient)."""
+    """One image, its mask (None at inference) and its group (the patient).
+
+    `index` is the sample's place in its files: None for the whole file (a 2D image), or the
+    position of one slice along the first axis of a volume.
+    """
 
     image: Path
     mask: Path | None
     group: str
+    index: int | None = None
 
     @property
     def name(self) -> str:
-        return self.image.stem
+        """The file's stem, and the slice's position for a slice of a volume."""
+        stem = readers.stem_of(self.image)
+        return stem if self.index is None else f"{stem}_z{self.index:03d}"
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """How the groups of the flat layout are dealt into train, valid and test.
+
+    Args:
+        groups: the group ids of each split, e.g. `{"train": ["p07"], "test": ["p26"]}`.
+        fractions: or the share of the groups in each split, seeded (they sum to 1).
+        holdout_fraction: share of each training group's slices held out, as one contiguous
+            block, for validation.
+        seed: seed of the fractions and the hold-out; None: the run's seed.
+        folds, fold: cross-validation: the groups outside test dealt into `folds` seeded
+            folds, of which fold `fold` validates.
+    """
+
+    groups: Mapping[str, Sequence[str]] | None = None
+    fractions: Mapping[str, float] | None = None
+    holdout_fraction: float = 0.0
+    seed: int | None = None
+    folds: int | None = None
+    fold: int = 0
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a data set's files are, how images pair with masks, and how they split.
+
+    Args:
+        root: the data set's folder.
+        layout: one of `LAYOUTS`.
+        images_dir, masks_dir: the folders of images and masks (in `root`, or in each split's
+            folder for the splits layout).
+        mask_suffix: text after the image's stem in each mask's stem (`a.png`, `a_mask.png`).
+        group_regex: its first capture group is the group (the patient) of a file name;
+            None makes each file its own group.
+        split: the split rule of the flat layout.
+    """
+
+    root: str | Path
+    layout: str = "flat"
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+    mask_suffix: str = ""
+    group_regex: str | None = None
+    split: SplitRule = field(default_factory=SplitRule)
 
 
 def natural_key(name: str) -> list:
@@ -45,13 +100,12 @@ def by_group(items: Iterable[T], group: Callable[[T], str]) -> dict[str, list[T]
 
 
 def find_samples(
-    dataset: DatasetConfig, seed: int, problems: list[str] | None = None
+    source: Source, seed: int, problems: list[str] | None = None
 ) -> dict[str, list[Sample]]:
     """Pairs the files of a dataset and splits them by group.
 
     Args:
-        dataset: the `dataset` config: `root`, `layout`, `images_dir`, `masks_dir`,
-            `mask_suffix`, `group_regex` and, for the flat layout, `split`.
+        source: where the files are and how they split.
         seed: seed of the fraction split and of the validation hold-out, unless
             `dataset.split.seed` is set.
         problems: where to add the pairing problems (unpaired files, entries that are no
@@ -62,10 +116,10 @@ def find_samples(
         two splits (except with `split.holdout_fraction`, which holds out slices of the
         training groups as validation on purpose, and says so in the docs).
     """
-    root = Path(dataset.root).expanduser()
+    root = Path(source.root).expanduser()
     if not root.is_dir():
         raise DataError(f"dataset.root {root} is not a folder; set dataset.root=<path>.")
-    regex = dataset.group_regex
+    regex = source.group_regex
 
     found_problems: list[str] = []
 
@@ -76,17 +130,18 @@ def find_samples(
             problems.extend(found_problems)
         return result
 
-    if dataset.split.folds and (dataset.layout == "splits" or dataset.split.holdout_fraction):
+    rule = source.split
+    if rule.folds and (source.layout == "splits" or rule.holdout_fraction):
         raise ConfigError(
             "dataset.split.folds deals whole groups into folds: it needs dataset.layout=flat "
             "and dataset.split.holdout_fraction=0."
         )
-    if dataset.layout == "splits":
+    if source.layout == "splits":
         if not (root / "train").exists():
             raise DataError(f"{root / 'train'} is missing; the splits layout needs train/.")
         return checked(
             {
-                s: folder_samples(dataset, root / s, found_problems) if (root / s).exists() else []
+                s: folder_samples(source, root / s, found_problems) if (root / s).exists() else []
                 for s in SPLITS
             }
         )
@@ -95,8 +150,7 @@ def find_samples(
             "dataset.group_regex is required for the flat layout: a regex whose first group "
             "is the patient id of a file name, e.g. '^(p\\d+)_'."
         )
-    samples = folder_samples(dataset, root, found_problems)
-    rule = dataset.split
+    samples = folder_samples(source, root, found_problems)
     split_seed = seed if rule.seed is None else rule.seed
     try:
         assignment = split_groups(
@@ -154,14 +208,14 @@ def holdout_blocks(
 
 
 def folder_samples(
-    dataset: DatasetConfig, folder: Path, problems: list[str], key: str = "dataset.group_regex"
+    source: Source, folder: Path, problems: list[str], key: str = "dataset.group_regex"
 ) -> list[Sample]:
-    """The paired samples of one folder (`images_dir` + `masks_dir` of the dataset config),
-    grouped by `dataset.group_regex` (None: each file is its own group); what does not pair
-    or match the regex is added to `problems`, which name the regex as `key`."""
-    regex = dataset.group_regex
+    """The paired samples of one folder (`images_dir` + `masks_dir` of the source), grouped
+    by `source.group_regex` (None: each file is its own group); what does not pair or match
+    the regex is added to `problems`, which name the regex as `key`."""
+    regex = source.group_regex
     found, trouble = find_pairs(
-        folder / dataset.images_dir, folder / dataset.masks_dir, dataset.mask_suffix
+        folder / source.images_dir, folder / source.masks_dir, source.mask_suffix
     )
     problems.extend(trouble)
     samples, unmatched = [], []

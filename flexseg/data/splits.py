@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from flexseg.config.schema import SPLITS
 from flexseg.errors import ConfigError, DataError
+
+SPLITS = ("train", "valid", "test")
 
 
 def group_of(name: str, pattern: str | re.Pattern) -> str:

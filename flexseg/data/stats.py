@@ -4,40 +4,48 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from flexseg.config.schema import DatasetConfig
-from flexseg.data.build import colormap_of
-from flexseg.data.masks import MaskReport, decode_mask
+from flexseg.data.files import MAX_PIXELS
+from flexseg.data.masks import ColorMap, MaskReport, decode_mask
 from flexseg.data.reading import read_image
 from flexseg.data.sources import Sample, natural_key
 
 
 def dataset_statistics(
-    dataset: DatasetConfig, splits: Mapping[str, list[Sample]]
+    splits: Mapping[str, list[Sample]],
+    class_names: Sequence[str],
+    colormap: ColorMap | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[dict, MaskReport]:
     """Per split: image and group counts, image sizes, class pixel frequencies, the share of
     images with any foreground, and the groups whose image channels are copies of each other
     (a scan missing sequences, whose one sequence was copied into every channel). Masks are
     read at their own size, one at a time.
 
+    Args:
+        splits: samples per split.
+        class_names: one per class, background first.
+        colormap: maps mask colours to class ids; None for masks of class ids.
+        max_pixels: the most pixels a file may declare.
+
     Returns:
         The statistics as a JSON-ready dict, and the report of blended and unknown colours.
     """
-    cmap = colormap_of(dataset)
-    num_classes, names = dataset.num_classes, dataset.names
+    names = list(class_names)
+    num_classes = len(names)
     report = MaskReport()
     result = {}
     for split, samples in splits.items():
         sizes, pixels, with_fg = Counter(), np.zeros(num_classes, np.int64), 0
         copies: dict[str, list[bool]] = {}  # per group: each non-blank image's channels equal?
         for sample in samples:
-            mask, found = decode_mask(sample.mask, num_classes, cmap, dataset.max_pixels)
+            mask, found = decode_mask(sample.mask, num_classes, colormap, max_pixels, sample.index)
             report.update(found)
-            image = read_image(sample.image, None, dataset.max_pixels)  # the file's channels
+            image = read_image(sample.image, None, max_pixels, sample.index)  # its own channels
             sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
             if image.shape[-1] > 1 and image.any():
                 same = bool((image == image[..., :1]).all())

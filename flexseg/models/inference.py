@@ -21,10 +21,8 @@ import keras
 import numpy as np
 
 from flexseg import backend
-from flexseg.config.schema import INFERENCE_PRECISIONS
+from flexseg.models import INFERENCE_DTYPES
 from flexseg.models.flex_unet import FlexUNet
-
-INFERENCE_DTYPES = tuple(p for p in INFERENCE_PRECISIONS if p != "auto")
 
 
 def inference_dtype(setting: str) -> str:

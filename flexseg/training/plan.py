@@ -20,14 +20,14 @@ from flexseg import backend
 from flexseg.cluster import ONE_PROCESS, Processes
 from flexseg.config.schema import TrainConfig
 from flexseg.config.targets import instantiate
-from flexseg.data.build import build_datasets, colormap_of, read_spec
 from flexseg.data.checks import channel_notes, dataset_problems
 from flexseg.data.dataset import SegmentationDataset
 from flexseg.data.reading import stand_in_problem
 from flexseg.data.sources import Sample
 from flexseg.errors import ConfigError, DataError, PreflightError
+from flexseg.from_config import build_datasets, colormap_of, read_spec, source_of
 from flexseg.losses import SegmentationLoss, build_loss
-from flexseg.models import forward_flops
+from flexseg.models.flops import forward_flops
 
 
 @dataclass
@@ -110,7 +110,7 @@ def make_plan(
     model = _collect(problems, _build_model, cfg)
     loss = _collect(problems, build_loss, cfg.loss, dataset.num_classes, cfg.model.from_logits)
     splits, split_facts, data_problems, pixels = dataset_problems(
-        dataset, cfg.seed, spec if masks_readable else None, cmap
+        source_of(dataset), dataset.num_classes, cfg.seed, spec if masks_readable else None, cmap
     )
     problems += data_problems
     if cfg.postprocess == "auto" and not splits.get("valid"):

@@ -1,14 +1,18 @@
-"""Every command's config composes from flexseg/conf/, and every option of every group builds."""
+"""Every command's config composes from conf/, and every option of every group builds."""
 
 from __future__ import annotations
 
+import importlib
+import typing
+
 import pytest
 
-from flexseg.config import COMMANDS, instantiate
-from flexseg.config.compose import CONF_DIR, load_config
-from flexseg.data.build import colormap_of, read_spec
+from flexseg import commands
+from flexseg.commands._compose import CONF_DIR, load_config
+from flexseg.config import instantiate
 from flexseg.data.transforms import build_augmentation
 from flexseg.errors import ConfigError
+from flexseg.from_config import colormap_of, read_spec
 from flexseg.losses import build_loss
 from flexseg.training.setup import build_optimizer
 from tests.helpers import shapes_only
@@ -43,16 +47,27 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
     build_optimizer(cfg.trainer)
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_every_command_has_its_own_config(command):
+HYDRA_COMMANDS = [name for name in commands.names() if name != "launch"]  # launch: argparse
+
+
+@pytest.mark.parametrize("command", HYDRA_COMMANDS)
+def test_every_command_has_its_own_config_of_the_schema_its_main_takes(command):
     required = {
         "evaluate": ["run_dir=r"],
         "infer": ["run_dir=r", "input=i"],
         "export": ["run_dir=r"],
     }
-    cfg = load_config(required.get(command, []), command)
-    assert type(cfg) is COMMANDS[command]
-    assert (CONF_DIR / f"{command}.yaml").is_file()
+    module = command.replace("-", "_")
+    cfg = load_config(required.get(command, []), module)
+    main = importlib.import_module(f"flexseg.commands.{module}").main.__wrapped__
+    assert type(cfg) is typing.get_type_hints(main)["cfg"]
+    assert (CONF_DIR / f"{module}.yaml").is_file()
+
+
+def test_the_commands_are_the_modules_of_the_command_package():
+    assert set(HYDRA_COMMANDS) == {
+        "train", "check", "demo", "evaluate", "infer", "export", "stats", "preview-augment",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -98,7 +113,7 @@ def test_the_model_follows_the_dataset():
 def test_the_slurm_launcher_takes_its_settings_from_the_environment(monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from flexseg.config.compose import register
+    from flexseg.commands._compose import register
 
     register()
     monkeypatch.setenv("SBATCH_PARTITION", "gpu")
@@ -119,7 +134,7 @@ def test_the_cross_validation_recipe_sweeps_every_fold_and_keeps_the_rest_of_lgg
     but for the settings the recipe names."""
     from hydra import compose, initialize_config_dir
 
-    from flexseg.config.compose import register
+    from flexseg.commands._compose import register
 
     register()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

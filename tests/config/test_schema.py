@@ -7,6 +7,7 @@ import inspect
 import pytest
 import yaml
 
+from flexseg.commands._compose import CONF_DIR, load_config
 from flexseg.config import (
     DatasetConfig,
     EvaluateConfig,
@@ -17,17 +18,16 @@ from flexseg.config import (
     model_schema,
     parse,
 )
-from flexseg.config.compose import CONF_DIR, load_config
-from flexseg.config.schema import DEFAULT_MODEL, MODELS
+from flexseg.config.schema import DEFAULT_MODEL
 from flexseg.errors import ConfigError
 from flexseg.losses import LOSSES, CrossEntropyDice
-from flexseg.models import FlexUNet
+from flexseg.models import MODELS, FlexUNet
 
 DATASET = {"name": "scans", "root": "data", "group_regex": r"^(p\d+)_"}
 
 
 def test_a_config_written_in_python_equals_the_composed_one():
-    """flexseg/conf/ sets only what differs from the schema: the default options add nothing."""
+    """conf/ sets only what differs from the schema: the default options add nothing."""
     composed = load_config()
     written = TrainConfig(dataset=composed.dataset, augment=composed.augment)
     assert as_dict(written) == as_dict(composed)
@@ -52,7 +52,7 @@ def test_every_value_a_default_option_writes_equals_the_schema(group, option):
     }[group]()
     defaults = as_dict(schema)
     for key, value in values.items():
-        assert value == defaults[key], f"flexseg/conf/{group}/{option}.yaml sets {key}={value!r}"
+        assert value == defaults[key], f"conf/{group}/{option}.yaml sets {key}={value!r}"
 
 
 def test_model_defaults_are_the_model_class_defaults():

@@ -9,9 +9,9 @@ import zlib
 import numpy as np
 
 from flexseg.data.checks import dataset_problems
-from flexseg.data.files import PNG
+from flexseg.data.readers.png import SIGNATURE as PNG
 from flexseg.data.reading import ReadSpec
-from tests.helpers import dataset_config, make_flat_dataset, write_png
+from tests.helpers import data_source, make_flat_dataset, write_png
 
 
 def test_pairing_reading_and_sizes_in_one_report(tmp_path):
@@ -24,8 +24,8 @@ def test_pairing_reading_and_sizes_in_one_report(tmp_path):
     huge = PNG + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
     huge += b"\0\0\0\0IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
     (tmp_path / "images" / "p01_z002.png").write_bytes(huge)
-    dataset = dataset_config(tmp_path, split={"fractions": {"train": 1}})
-    splits, facts, problems, _ = dataset_problems(dataset, 0, ReadSpec(), None)
+    dataset = data_source(tmp_path, split={"fractions": {"train": 1}})
+    splits, facts, problems, _ = dataset_problems(dataset, 2, 0, ReadSpec(), None)
     assert len(problems) == 4, problems
     text = "\n".join(problems)
     assert "1 image(s) without a mask" in text and "p01_z000.png" in text

@@ -11,7 +11,7 @@ import pytest
 from flexseg.data import ReadSpec, SegmentationDataset, build_augmentation, find_samples
 from flexseg.data.workers import resolve_workers
 from flexseg.errors import ConfigError, DataError
-from tests.helpers import dataset_config, make_flat_dataset, write_png
+from tests.helpers import data_source, make_flat_dataset, write_png
 
 SPLIT = {"groups": {"train": ["p01", "p02"], "test": ["p03"]}}
 
@@ -19,7 +19,7 @@ SPLIT = {"groups": {"train": ["p01", "p02"], "test": ["p03"]}}
 @pytest.fixture
 def samples(tmp_path):
     make_flat_dataset(tmp_path, slices=5, size=(30, 28))
-    return find_samples(dataset_config(tmp_path, split=SPLIT), seed=0)
+    return find_samples(data_source(tmp_path, split=SPLIT), seed=0)
 
 
 def test_batches_are_padded_one_hot_and_normalised(samples):
@@ -131,7 +131,7 @@ def test_group_zscore_uses_each_groups_statistics(tmp_path):
     for path in (tmp_path / "images").glob("p02_*.png"):
         image = np.asarray(__import__("PIL.Image").Image.open(path)) // 2
         write_png(path, image)
-    found = find_samples(dataset_config(tmp_path, split={"fractions": {"train": 1}}), seed=0)
+    found = find_samples(data_source(tmp_path, split={"fractions": {"train": 1}}), seed=0)
     spec = ReadSpec(normalize="group_zscore", ignore_zero=False)
     ds = SegmentationDataset(found["train"], 2, 4, spec)
     x, _ = ds[0]
@@ -243,7 +243,7 @@ def test_a_channel_stands_in_for_the_others_in_a_seeded_share_of_images(tmp_path
     rng = np.random.default_rng(0)
     for path in (tmp_path / "images").iterdir():  # three different channels
         write_png(path, rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
-    found = find_samples(dataset_config(tmp_path, split=SPLIT), seed=0)["train"]
+    found = find_samples(data_source(tmp_path, split=SPLIT), seed=0)["train"]
     spec = ReadSpec(channels=3, image_size=(16, 16))
 
     def substituted(p, epoch=0):
@@ -272,7 +272,7 @@ def test_workers_auto_leaves_one_core_to_training(monkeypatch):
 def test_image_and_mask_of_different_sizes(tmp_path):
     write_png(tmp_path / "images" / "p01_a.png", np.zeros((8, 8), np.uint8))
     write_png(tmp_path / "masks" / "p01_a.png", np.zeros((8, 6), np.uint8))
-    found = find_samples(dataset_config(tmp_path, split={"fractions": {"train": 1}}), seed=0)
+    found = find_samples(data_source(tmp_path, split={"fractions": {"train": 1}}), seed=0)
     with pytest.raises(DataError, match=r"p01_a.png is 8x8 but its mask .* is 6x8"):
         SegmentationDataset(found["train"], 2, 1, ReadSpec())[0]
 

@@ -4,7 +4,7 @@ import pytest
 
 from flexseg.data import find_samples, group_of, split_groups
 from flexseg.errors import ConfigError, DataError
-from tests.helpers import dataset_config, make_flat_dataset
+from tests.helpers import data_source, make_flat_dataset
 
 
 @pytest.mark.parametrize(
@@ -51,9 +51,7 @@ def test_bad_split_rules(kwargs, message):
 
 def test_no_group_leaks_across_splits(tmp_path):
     make_flat_dataset(tmp_path, groups=[f"p{i:02d}" for i in range(10)], slices=3)
-    dataset = dataset_config(
-        tmp_path, split={"fractions": {"train": 0.6, "valid": 0.2, "test": 0.2}}
-    )
+    dataset = data_source(tmp_path, split={"fractions": {"train": 0.6, "valid": 0.2, "test": 0.2}})
     splits = find_samples(dataset, seed=0)
     groups = {split: {s.group for s in samples} for split, samples in splits.items()}
     assert not groups["train"] & groups["valid"]
@@ -65,7 +63,7 @@ def test_no_group_leaks_across_splits(tmp_path):
 def test_holdout_takes_a_block_of_each_training_group(tmp_path):
     make_flat_dataset(tmp_path, groups=("p01", "p02", "p03"), slices=10)
     split = {"groups": {"train": ["p01", "p02"], "test": ["p03"]}, "holdout_fraction": 0.2}
-    dataset = dataset_config(tmp_path, split=split)
+    dataset = data_source(tmp_path, split=split)
     splits = find_samples(dataset, seed=0)
     assert len(splits["valid"]) == 4 and len(splits["train"]) == 16
     assert {s.group for s in splits["test"]} == {"p03"}
@@ -77,7 +75,7 @@ def test_holdout_takes_a_block_of_each_training_group(tmp_path):
 def test_split_layout(tmp_path):
     for split in ("train", "valid", "test"):
         make_flat_dataset(tmp_path / split, groups=(f"{split}1",), slices=2)
-    splits = find_samples(dataset_config(tmp_path, layout="splits", group_regex=None), seed=0)
+    splits = find_samples(data_source(tmp_path, layout="splits", group_regex=None), seed=0)
     assert {k: len(v) for k, v in splits.items()} == {"train": 2, "valid": 2, "test": 2}
 
 
@@ -86,7 +84,7 @@ def test_folds_partition_the_groups_outside_test_with_no_leak(tmp_path):
     make_flat_dataset(tmp_path, groups=groups, slices=2, size=(8, 8))
     split = {"fractions": {"train": 0.8, "test": 0.2}, "folds": 4}
     runs = [
-        find_samples(dataset_config(tmp_path, split={**split, "fold": k}), seed=3) for k in range(4)
+        find_samples(data_source(tmp_path, split={**split, "fold": k}), seed=3) for k in range(4)
     ]
     named = [{k: {s.group for s in v} for k, v in splits.items()} for splits in runs]
     test = named[0]["test"]
@@ -97,7 +95,7 @@ def test_folds_partition_the_groups_outside_test_with_no_leak(tmp_path):
     for n in named:
         assert not n["train"] & n["valid"] and not (n["train"] | n["valid"]) & test
         assert n["train"] | n["valid"] | test == set(groups)
-    again = find_samples(dataset_config(tmp_path, split={**split, "fold": 1}), seed=3)
+    again = find_samples(data_source(tmp_path, split={**split, "fold": 1}), seed=3)
     assert {s.group for s in again["valid"]} == valid[1]  # the same deal every time
 
 
@@ -113,4 +111,4 @@ def test_bad_fold_settings(tmp_path, split, message):
     make_flat_dataset(tmp_path, groups=("p01", "p02", "p03"), slices=2, size=(8, 8))
     rule = {"groups": {"train": ["p01", "p02"], "test": ["p03"]}, **split}
     with pytest.raises(ConfigError, match=message):
-        find_samples(dataset_config(tmp_path, split=rule), seed=0)
+        find_samples(data_source(tmp_path, split=rule), seed=0)

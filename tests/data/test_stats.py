@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 
-from flexseg.data import find_samples
+from flexseg.data import ColorMap, find_samples
 from flexseg.data.stats import dataset_statistics, write_statistics
-from tests.helpers import dataset_config, make_flat_dataset, write_png
+from tests.helpers import data_source, make_flat_dataset, write_png
 
 BINARY_MAP = [
     {"name": "background", "color": [0, 0, 0], "id": 0},
@@ -14,13 +14,15 @@ BINARY_MAP = [
 ]
 
 
+NAMES = ["background", "lesion"]
+
+
 def binary_dataset(root):
-    return dataset_config(
-        root,
-        split={"groups": {"train": ["p01", "p02"], "test": ["p03"]}},
-        class_names=["background", "lesion"],
-        rgb_map=BINARY_MAP,
-    )
+    return data_source(root, split={"groups": {"train": ["p01", "p02"], "test": ["p03"]}})
+
+
+def statistics(source):
+    return dataset_statistics(find_samples(source, seed=0), NAMES, ColorMap.from_config(BINARY_MAP))
 
 
 def test_statistics_per_split_and_the_mask_report(tmp_path):
@@ -32,7 +34,7 @@ def test_statistics_per_split_and_the_mask_report(tmp_path):
     write_png(tmp_path / "masks" / "p01_z000.png", mask)
     write_png(tmp_path / "masks" / "p03_z001.png", np.zeros((16, 16), np.uint8))
     cfg = binary_dataset(tmp_path)
-    stats, report = dataset_statistics(cfg, find_samples(cfg, seed=0))
+    stats, report = statistics(cfg)
     assert stats["train"]["images"] == 4 and stats["train"]["groups"] == 2
     assert stats["test"]["image_sizes_wxh"] == {"16x16": 2}
     assert stats["test"]["fraction_with_foreground"] == 0.5
@@ -52,7 +54,7 @@ def test_unknown_colours_are_reported_by_file(tmp_path):
     rgb[0, :3] = [0, 200, 0]
     write_png(tmp_path / "masks" / "p02_z000.png", rgb)
     cfg = binary_dataset(tmp_path)
-    _, report = dataset_statistics(cfg, find_samples(cfg, seed=0))
+    _, report = statistics(cfg)
     assert report.unknown == {(0, 200, 0): 3}
     assert list(report.unknown_files) == [str(tmp_path / "masks" / "p02_z000.png")]
 
@@ -68,6 +70,6 @@ def test_groups_whose_channels_are_copies_are_named(tmp_path):
             write_png(tmp_path / "images" / f"{group}_z{z:03d}.png", rgb)
     write_png(tmp_path / "images" / "p02_z001.png", np.zeros((16, 16, 3), np.uint8))  # blank
     cfg = binary_dataset(tmp_path)
-    stats, _ = dataset_statistics(cfg, find_samples(cfg, seed=0))
+    stats, _ = statistics(cfg)
     assert stats["train"]["groups_with_copied_channels"] == ["p01"]
     assert stats["test"]["groups_with_copied_channels"] == ["p03"]

@@ -22,8 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from flexseg.config import DatasetConfig
-from flexseg.data import files
+from flexseg.data import Source, SplitRule, files, readers
 from flexseg.data.checks import dataset_problems
 from flexseg.data.reading import ReadSpec
 from flexseg.errors import ConfigError, DataError
@@ -118,12 +117,11 @@ def check_case(case) -> None:
         for old in (root / folder).glob(f"{STEMS[which]}.*"):
             old.unlink()
         target.write_bytes(content)
-        dataset = DatasetConfig(
-            name="fuzz", root=str(root), group_regex=r"^(p\d+)_",
-            split={"fractions": {"train": 1.0}}, max_pixels=MAX_PIXELS,
-        )  # fmt: skip
+        source = Source(root, group_regex=r"^(p\d+)_", split=SplitRule(fractions={"train": 1.0}))
         try:
-            _, _, problems, _ = dataset_problems(dataset, 0, ReadSpec(max_pixels=MAX_PIXELS), None)
+            _, _, problems, _ = dataset_problems(
+                source, 2, 0, ReadSpec(max_pixels=MAX_PIXELS), None
+            )
         except (ConfigError, DataError) as error:  # flexseg's own: allowed, and must name it
             problems = [str(error)]
         text = "\n".join(problems)
@@ -173,7 +171,7 @@ def test_the_fuzz_suite_fails_on_a_reader_that_accepts_damaged_files(monkeypatch
                 size = image.size
         except Exception as error:
             raise DataError(f"cannot read {what} {path}: {error}") from None
-        return data, files.Header("any", *size)
+        return data, readers.Header("png", *size)  # decoded as any 2D picture
 
     for module in ("flexseg.data.reading", "flexseg.data.masks"):
         monkeypatch.setattr(f"{module}.read_checked", trusting)

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from flexseg.commands._compose import SAMPLE_DATA, load_config
 from flexseg.config import instantiate
-from flexseg.config.compose import SAMPLE_DATA, load_config
 from flexseg.config.files import save_config
 from flexseg.config.parse import as_dict
-from flexseg.export import export, sample_batch
-from flexseg.inference import infer
-from flexseg.postprocess import classes
+from flexseg.predict.export import export, sample_batch
+from flexseg.predict.inference import infer
+from flexseg.predict.postprocess import classes
 from flexseg.runs import load_run
 
 pytestmark = pytest.mark.once  # the package and its examples, on one backend

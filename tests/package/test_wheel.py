@@ -20,7 +20,7 @@ import pytest
 pytestmark = pytest.mark.once  # the package and its examples, on one backend
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "flexseg")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "flexseg", "conf")
 SAMPLE = ROOT / "flexseg" / "sample_data" / "ms-lesjak-flair"
 USER_DATASET = """\
 defaults:
@@ -76,7 +76,7 @@ def installed(tmp_path_factory) -> tuple[Path, dict]:
 
 def test_the_installed_package_is_the_wheel_with_its_configs(installed, tmp_path):
     bin_dir, env = installed
-    code = "import flexseg.config.compose as c; print(c.__file__, c.CONF_DIR, c.SAMPLE_DATA)"
+    code = "import flexseg.commands._compose as c; print(c.__file__, c.CONF_DIR, c.SAMPLE_DATA)"
     paths = run(bin_dir / "python", "-c", code, cwd=tmp_path, env=env).stdout.split()
     module, conf, sample = (Path(p) for p in paths)
     for path in (module, conf, sample):
@@ -85,6 +85,15 @@ def test_the_installed_package_is_the_wheel_with_its_configs(installed, tmp_path
     assert (Path(conf) / "train.yaml").is_file() and (
         Path(conf) / "experiment" / "demo.yaml"
     ).is_file()
+
+
+def test_every_command_module_is_a_console_script(installed):
+    bin_dir, _ = installed
+    from flexseg import commands
+
+    scripts = {p.name.removeprefix("flexseg-") for p in bin_dir.glob("flexseg-*")}
+    assert scripts == set(commands.names())
+    assert "preview-augment" in scripts and "launch" in scripts
 
 
 def test_check_and_a_short_training_from_an_empty_folder(installed, tmp_path):

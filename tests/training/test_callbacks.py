@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import keras
 import pytest
 
-from flexseg.config.compose import load_config
+from flexseg.commands._compose import load_config
 from flexseg.runs import load_run
 from flexseg.training.callbacks import EpochSchedule, atomic_save, build_callbacks
 

@@ -7,7 +7,7 @@ from tensorboard.backend.event_processing.event_file_loader import RawEventFileL
 from tensorboard.compat.proto.event_pb2 import Event
 
 import flexseg.training.plan as plan_module
-from flexseg.config.compose import load_config
+from flexseg.commands._compose import load_config
 from flexseg.errors import PreflightError
 from flexseg.training import train
 from flexseg.training.logs import tag_of

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from flexseg.config.compose import load_config
+from flexseg.commands._compose import load_config
 from flexseg.errors import ConfigError, DataError, PreflightError
 from flexseg.training import make_plan
 from tests.helpers import TINY_RUN, make_flat_dataset, write_png

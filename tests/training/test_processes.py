@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from flexseg import backend
-from flexseg.config.compose import load_config
-from flexseg.launch import free_port, process_env
+from flexseg.commands._compose import load_config
+from flexseg.commands.launch import free_port, process_env
 from flexseg.training import train
 from tests.helpers import TINY_RUN, TRAIN_VALID_SPLIT, make_flat_dataset
 
@@ -68,7 +68,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
         return
     one = train(load_config(run), tmp_path / "one")
     result = subprocess.run(
-        [sys.executable, "-m", "flexseg.launch", "--nproc", "2", "train", *run,
+        [sys.executable, "-m", "flexseg.commands.launch", "--nproc", "2", "train", *run,
          f"hydra.run.dir={tmp_path / 'two'}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -148,7 +148,7 @@ def test_a_lost_process_stops_the_other_naming_it_and_the_run_resumes(tmp_path):
 
 @pytest.mark.once
 def test_other_commands_refuse_several_processes(tmp_path, monkeypatch):
-    from flexseg.config.app import processes_of
+    from flexseg.commands._app import processes_of
     from flexseg.errors import ConfigError
 
     monkeypatch.setitem(os.environ, "WORLD_SIZE", "2")

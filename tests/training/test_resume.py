@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from flexseg.config.compose import load_config
+from flexseg.commands._compose import load_config
 from flexseg.errors import ConfigError, PreemptedError
 from flexseg.training import train
 from flexseg.training.resume import StopOnSignal, read_resume_state

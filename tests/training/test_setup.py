@@ -17,7 +17,7 @@ import pytest
 
 from flexseg import backend
 from flexseg.cluster import Processes
-from flexseg.config.compose import load_config
+from flexseg.commands._compose import load_config
 from flexseg.errors import ConfigError
 from flexseg.models import FlexUNet
 from flexseg.runs import load_run

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
+from flexseg.commands._compose import load_config
 from flexseg.config import as_dict, read_config
-from flexseg.config.compose import load_config
 from flexseg.errors import TrainingError
 from flexseg.runs import load_run
 from flexseg.training import train

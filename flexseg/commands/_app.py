@@ -1,6 +1,6 @@
-"""The command-line decorator: a Hydra app per command, errors as one line and an exit code.
+"""The command decorator: a Hydra app per command, errors as one line and an exit code.
 
-With `compose.py`, the only flexseg module that imports Hydra or OmegaConf.
+With `_compose.py`, the only flexseg module that imports Hydra or OmegaConf.
 """
 
 from __future__ import annotations
@@ -18,74 +18,82 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from flexseg.cluster import Processes, check_backend, find_processes
-from flexseg.config.compose import CONF_DIR, load_config, register, typed
+from flexseg.commands._compose import CONF_DIR, load_config, register, typed
+from flexseg.commands._sweeps import write_sweep_summary
 from flexseg.config.files import read_config
-from flexseg.config.schema import COMMANDS
 from flexseg.errors import ConfigError, DataError, ExportError, PreemptedError, TrainingError
 
 REPORTED = (ConfigError, DataError, TrainingError, ExportError, PreemptedError)
 
 
-def command(name: str) -> Callable:
-    """Decorator: makes `main(cfg, run_dir)` the command over `flexseg/conf/<name>.yaml`.
+def command(main: Callable[[Any, Path], Any] | None = None, *, several_processes: bool = False):
+    """Decorator: makes `main(cfg, run_dir)` of `flexseg/commands/<name>.py` the command
+    `flexseg-<name>` over `conf/<name>.yaml`.
 
     The command prepares the process (`flexseg.runtime.prepare_process`), composes its own
     config (a key it does not take is refused, with its name, before Hydra makes a folder),
     and calls `main` with the typed config and the folder Hydra made. A flexseg error ends the
     program with one line on stderr and the error's exit code (2; 3 for a training stopped by
     a signal, which can resume), not a traceback.
+
+    Args:
+        several_processes: the command may run in several processes of one job (a training
+            started by flexseg-launch, torchrun or srun); any other refuses them.
     """
-    schema = COMMANDS[name]
+    if main is None:
+        return functools.partial(command, several_processes=several_processes)
+    name = main.__module__.rpartition(".")[2]
     checked: list = []  # the config of a single run, typed before Hydra made its folder
 
-    def decorate(main: Callable[[Any, Path], Any]) -> Callable[[], Any]:
-        @hydra.main(config_path=str(CONF_DIR), config_name=name, version_base="1.3")
-        def app(cfg: DictConfig):
+    @hydra.main(config_path=str(CONF_DIR), config_name=name, version_base="1.3")
+    def app(cfg: DictConfig):
+        outcome = Reported()
+        with outcome:
+            typed_cfg = checked.pop() if checked else typed(cfg)
+            return main(typed_cfg, Path(HydraConfig.get().runtime.output_dir))
+        outcome.exit_if_failed()
+
+    @functools.wraps(main)
+    def run():
+        from flexseg.runtime import prepare_process
+
+        prepare_process()
+        register()
+        overrides = sys.argv[1:]
+        # A single run with plain overrides (no -m, --cfg, --help, ...) is composed and
+        # checked here, so that a bad key stops it before Hydra makes a folder; a multirun's
+        # jobs are checked one by one as Hydra composes them.
+        if not any(arg.startswith("-") for arg in overrides):
             outcome = Reported()
             with outcome:
-                typed_cfg = checked.pop() if checked else typed(cfg, schema)
-                return main(typed_cfg, Path(HydraConfig.get().runtime.output_dir))
+                checked.append(load_config(overrides, name))
+                processes = processes_of(name, checked[0], several_processes)
+                if processes.several and not processes.main:
+                    # Process 0's Hydra makes the run folder; the others train into it, and
+                    # return nothing: a console script's exit status is what `run` returns.
+                    main(checked.pop(), None)
+                    return None
             outcome.exit_if_failed()
+        return app()
 
-        @functools.wraps(main)
-        def run():
-            from flexseg.runtime import prepare_process
-
-            prepare_process()
-            register()
-            overrides = sys.argv[1:]
-            # A single run with plain overrides (no -m, --cfg, --help, ...) is composed and
-            # checked here, so that a bad key stops it before Hydra makes a folder; a
-            # multirun's jobs are checked one by one as Hydra composes them.
-            if not any(arg.startswith("-") for arg in overrides):
-                outcome = Reported()
-                with outcome:
-                    checked.append(load_config(overrides, name))
-                    processes = processes_of(name, checked[0])
-                    if processes.several and not processes.main:
-                        # Process 0's Hydra makes the run folder; the others train into it.
-                        return main(checked.pop(), None)
-                outcome.exit_if_failed()
-            return app()
-
-        return run
-
-    return decorate
+    return run
 
 
-def processes_of(name: str, cfg: Any) -> Processes:
-    """The processes this command runs in; several only for a training whose backend can.
+def processes_of(name: str, cfg: Any, several: bool = False) -> Processes:
+    """The processes command `name` runs in; several only for a command that may (`several`,
+    a training) on a backend that can.
 
     Raises:
         ConfigError: several processes for another command, or for TensorFlow.
     """
     import keras
 
-    if name != "train":
+    if not several:
         processes = find_processes()
         if processes.several:
+            script = f"flexseg-{name.replace('_', '-')}"
             raise ConfigError(
-                f"flexseg-{name} runs as one process, but this is process {processes.rank} of "
+                f"{script} runs as one process, but this is process {processes.rank} of "
                 f"{processes.count} ({processes.source}); start it without flexseg-launch, "
                 "torchrun or srun's tasks."
             )
@@ -128,8 +136,6 @@ class SweepSummary(Callback):
     """Hydra callback: after a sweep, `sweep_summary.csv` and `.md` in the sweep folder."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from flexseg.sweeps import write_sweep_summary
-
         sweep = Path(config.hydra.sweep.dir)
         overrides = {
             job.name: list(read_config(job / ".hydra" / "overrides.yaml"))

@@ -1,5 +1,5 @@
-"""flexseg.export: each format written, loaded by its own runtime and compared with Keras; bad
-requests refused with nothing left behind."""
+"""flexseg.predict.export: each format written, loaded by its own runtime and compared with
+Keras; bad requests refused with nothing left behind."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import keras
 import numpy as np
 import pytest
 
-import flexseg.export as export_module
+import flexseg.predict.export as export_module
 from flexseg.errors import ConfigError, DataError, ExportError
-from flexseg.export import RUNTIMES, export, sample_batch
-from flexseg.postprocess import NONE, save_rule
+from flexseg.predict.export import RUNTIMES, export, sample_batch
+from flexseg.predict.postprocess import NONE, save_rule
 from flexseg.runs import load_run
 from tests.helpers import run_cli
 

@@ -1,4 +1,4 @@
-"""flexseg.evaluation: a run scored on one of its splits, with every file it writes."""
+"""flexseg.predict.evaluation: a run scored on one of its splits, with every file it writes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from flexseg.config import EvaluateConfig
 from flexseg.errors import ConfigError, DataError, PreflightError
-from flexseg.evaluation import HEADLINE, evaluate
+from flexseg.predict.evaluation import HEADLINE, evaluate
 from tests.helpers import write_png
 
 
@@ -116,12 +116,12 @@ def test_failures_a_mean_hides_are_reported(tmp_path):
 
     from flexseg.data import find_samples
     from flexseg.data.reading import ReadSpec
-    from flexseg.evaluation import evaluate_samples
-    from tests.helpers import dataset_config, make_flat_dataset
+    from flexseg.predict.evaluation import evaluate_samples
+    from tests.helpers import data_source, make_flat_dataset
 
     make_flat_dataset(tmp_path, groups=("p01", "p02", "p03", "p04"), slices=3, size=(32, 32))
     split = {"groups": {"train": ["p04"], "test": ["p01", "p02", "p03"]}}
-    samples = find_samples(dataset_config(tmp_path, split=split), 0)["test"]
+    samples = find_samples(data_source(tmp_path, split=split), 0)["test"]
 
     class Oracle:  # p01 predicted exactly, p02 not at all, p03 with a false blob
         spec, batch_size = ReadSpec(), 4

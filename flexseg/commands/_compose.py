@@ -1,8 +1,10 @@
-"""Hydra composition of a command's config from `flexseg/conf/`, as a typed config.
+"""Hydra composition of a command's config from `conf/`, as a typed config.
 
-With `app.py`, the only flexseg module that imports Hydra or OmegaConf. Hydra merges each
+With `_app.py`, the only flexseg module that imports Hydra or OmegaConf. Hydra merges each
 YAML option into the schema's sections (registered here), so a misspelled key or a value of
-the wrong type stops composition with the key's name; `parse` then checks the rest.
+the wrong type stops composition with the key's name; `parse` then checks the rest. A
+command's primary config names its schema first (`defaults: [evaluate_schema, ...]`), and the
+composed config is typed by that schema.
 """
 
 from __future__ import annotations
@@ -20,30 +22,40 @@ from omegaconf.errors import OmegaConfBaseException
 
 from flexseg.config.parse import parse
 from flexseg.config.schema import (
-    COMMANDS,
-    MODELS,
     AugmentConfig,
     DatasetConfig,
     LoggerConfig,
     TrainerConfig,
+    command_schemas,
     loss_schema,
     model_schema,
 )
 from flexseg.errors import ConfigError
+from flexseg.models import MODELS
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # inside the package: the wheel has it
-SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
+PACKAGE = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = PACKAGE / "sample_data"
+
+
+def conf_dir() -> Path:
+    """The configs: `flexseg/conf/` inside an installed wheel, or the `conf/` folder beside
+    the package in a clone (an editable install), which is where the wheel takes them from."""
+    packaged = PACKAGE / "conf"
+    return packaged if packaged.is_dir() else PACKAGE.parent / "conf"
+
+
+CONF_DIR = conf_dir()
 
 
 @functools.cache
 def register() -> None:
-    """Registers the schemas that `flexseg/conf/` names (`train_schema`, `dataset_schema`,
+    """Registers the schemas that `conf/` names (`train_schema`, `dataset_schema`,
     `flex_unet_schema`, `ce_dice_schema`, ...) and the `${sample_data:<name>}` resolver."""
     from flexseg.losses import LOSSES
 
     store = ConfigStore.instance()
-    for command, schema in COMMANDS.items():
-        store.store(name=f"{command}_schema", node=schema)
+    for name, schema in command_schemas().items():
+        store.store(name=f"{name}_schema", node=schema)
     for group, schema in [
         ("dataset", DatasetConfig),
         ("augment", AugmentConfig),
@@ -60,7 +72,7 @@ def register() -> None:
 
 
 def load_config(overrides: Sequence[str] = (), command: str = "train") -> Any:
-    """Composes `flexseg/conf/<command>.yaml` with command-line style overrides, as a typed config.
+    """Composes `conf/<command>.yaml` with command-line style overrides, as a typed config.
 
     Example:
     >>> cfg = load_config(["dataset=ms_lesjak", "trainer.epochs=2"])
@@ -68,31 +80,39 @@ def load_config(overrides: Sequence[str] = (), command: str = "train") -> Any:
     2
     """
     register()
-    schema = COMMANDS[command]
     try:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose(command, overrides=list(overrides))
+        cfg = _compose(command, overrides)
     except OmegaConfBaseException as error:
-        raise ConfigError(_composition_error(error, schema, command)) from error
+        raise ConfigError(_composition_error(error, command)) from error
     except Exception as error:  # Hydra's own errors: unknown group option, bad override
         if type(error).__module__.startswith("hydra"):
-            raise ConfigError(_composition_error(error, schema, command)) from error
+            raise ConfigError(_composition_error(error, command)) from error
         raise
-    return typed(cfg, schema)
+    return typed(cfg)
 
 
-def typed(cfg: DictConfig, schema: type) -> Any:
-    """A composed config, resolved, as a typed config of `schema`."""
+def _compose(command: str, overrides: Sequence[str] = ()) -> DictConfig:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose(command, overrides=list(overrides))
+
+
+def typed(cfg: DictConfig) -> Any:
+    """A composed config, resolved, as a typed config of the schema its primary config
+    names."""
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as error:
         raise ConfigError(explain(error)) from error
     plain.pop("hydra", None)
-    return parse(schema, plain)
+    return parse(OmegaConf.get_type(cfg), plain)
 
 
-def _composition_error(error: Exception, schema: type, command: str) -> str:
+def _composition_error(error: Exception, command: str) -> str:
     message = explain(error)
+    try:
+        schema = OmegaConf.get_type(_compose(command))  # the command's keys, for the hint
+    except Exception:  # the primary config itself fails: the message says why
+        return message
     if f"not in '{schema.__name__}'" in message:  # a key the command does not take
         keys = ", ".join(f.name for f in dataclasses.fields(schema))
         message += f"; {command} takes {keys}"

@@ -23,13 +23,12 @@ import numpy as np
 
 from flexseg.config.parse import parse
 from flexseg.config.schema import SPLITS, DatasetConfig, EvaluateConfig, LabelledDataConfig
-from flexseg.data.build import colormap_of, read_spec
 from flexseg.data.checks import scan_samples
 from flexseg.data.masks import ColorMap, decode_mask
 from flexseg.data.reading import read_image, stand_in, stand_in_problem
-from flexseg.data.sources import Sample, by_group, find_samples, folder_samples, natural_key
+from flexseg.data.sources import Sample, by_group, folder_samples, natural_key
 from flexseg.errors import ConfigError, DataError, PreflightError
-from flexseg.inference import Predictor, grouped_reads, predictor_of, rule_of
+from flexseg.from_config import colormap_of, find_samples, read_spec, source_of
 from flexseg.losses import build_loss
 from flexseg.metrics import (
     counts_np,
@@ -43,7 +42,10 @@ from flexseg.metrics import (
     lesion_sizes,
 )
 from flexseg.models.inference import inference_dtype
-from flexseg.postprocess import NONE, RuleScores, classes, describe, save_rule
+from flexseg.predict.ensembles import predictor_of, rule_of
+from flexseg.predict.postprocess import NONE, RuleScores, classes, describe, save_rule
+from flexseg.predict.predictor import Predictor
+from flexseg.predict.reading import grouped_reads
 from flexseg.progress import progress_bar
 from flexseg.runs import load_runs, results_dir
 
@@ -66,7 +68,7 @@ def evaluate_samples(
     samples: Sequence[Sample],
     class_names: Sequence[str],
     colormap: ColorMap | None,
-    others: Mapping[str, Sequence[Path]] | None = None,
+    others: Mapping[str, Sequence[Sample]] | None = None,
     loss: Callable | None = None,
     loss_batch: int = 8,
     rule: Mapping = NONE,
@@ -80,11 +82,11 @@ def evaluate_samples(
 
     Args:
         class_names: one name per class, background first.
-        others: image files of each group outside `samples`, whose intensities join the
+        others: samples of each group outside `samples`, whose image intensities join the
             group's statistics for `group_zscore` (as in training).
         loss: the run's loss, computed on the model's own outputs (no test-time flip) in
             batches of `loss_batch` model inputs; the summary's `loss` is its mean.
-        rule: the post-processing that makes each slice's class ids (`flexseg.postprocess`).
+        rule: the post-processing that makes each slice's class ids (`flexseg.predict.postprocess`).
         observe: if given, called with each slice's group, truth (class ids) and class
             probabilities.
         stand_in_channel: replace every channel of each image by this one (as a scan whose
@@ -101,8 +103,8 @@ def evaluate_samples(
     ordered = sorted(samples, key=lambda s: natural_key(s.name))
 
     def read(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        truth, _ = decode_mask(sample.mask, num_classes, colormap, spec.max_pixels)
-        raw = read_image(sample.image, spec.channels, spec.max_pixels)
+        truth, _ = decode_mask(sample.mask, num_classes, colormap, spec.max_pixels, sample.index)
+        raw = read_image(sample.image, spec.channels, spec.max_pixels, sample.index)
         return (raw if stand_in_channel is None else stand_in(raw, stand_in_channel)), truth
 
     members = by_group(ordered, lambda sample: sample.group)
@@ -270,7 +272,7 @@ def write_evaluation(out_dir: str | Path, summary: dict, rows: list[dict]) -> li
 def choose_postprocessing(run_dir: str | Path, batch_size: int = 16, tta: str = "none") -> dict:
     """Chooses the run's post-processing on its validation split and records it in the run
     (`postprocessing.json`, which evaluate and infer then apply): a rule is kept only when it
-    raises the mean per-volume Dice over no rule (`flexseg.postprocess.RuleScores`).
+    raises the mean per-volume Dice over no rule (`flexseg.predict.postprocess.RuleScores`).
 
     Predicts with the test-time augmentation `tta` (choose with the one you will evaluate
     and infer with: a threshold is chosen on its probabilities). Also writes the validation
@@ -331,7 +333,9 @@ def _evaluate(
             raise DataError(f"split {cfg.split!r} of dataset {dataset.name} has no images")
     else:
         dataset, name = labelled_data(run.cfg.dataset, cfg.data), labelled_name(cfg.data)
-        samples = folder_samples(dataset, Path(dataset.root), problems, "data.group_regex")
+        samples = folder_samples(
+            source_of(dataset), Path(dataset.root), problems, "data.group_regex"
+        )
         splits = {name: samples}
         if not samples and not problems:
             raise DataError(
@@ -347,12 +351,12 @@ def _evaluate(
     if problems:
         raise PreflightError(problems, "nothing was evaluated")
     # Intensity statistics of a group come from all its images, in whichever split they are.
-    wanted = {s.image for s in samples}
+    wanted = set(samples)
     groups = {s.group for s in samples}
-    others: dict[str, list[Path]] = {}
+    others: dict[str, list[Sample]] = {}
     for sample in (s for split in splits.values() for s in split):
-        if sample.group in groups and sample.image not in wanted:
-            others.setdefault(sample.group, []).append(sample.image)
+        if sample.group in groups and sample not in wanted:
+            others.setdefault(sample.group, []).append(sample)
     dtype = inference_dtype(cfg.precision)
     predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, dtype)
     # The run's own loss; an ensemble's mean probabilities are no one model's output.

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from flexseg.errors import DataError
-from flexseg.postprocess import (
+from flexseg.predict.postprocess import (
     NONE,
     apply_rule,
     candidates,
@@ -89,8 +89,8 @@ def test_a_threshold_is_chosen_for_a_model_unsure_of_lesions_and_applied():
 
 
 def test_the_chosen_rule_is_recorded_and_applied_by_evaluate_and_infer(trained, tmp_path):
-    from flexseg.evaluation import choose_postprocessing, evaluate
-    from flexseg.inference import infer
+    from flexseg.predict.evaluation import choose_postprocessing, evaluate
+    from flexseg.predict.inference import infer
 
     root, original, _ = trained
     run_dir = tmp_path / "run"
@@ -143,8 +143,8 @@ def test_pooled_validation_splits_weigh_each_by_its_volumes():
 
 @pytest.mark.once
 def test_an_ensemble_of_folds_applies_the_rule_chosen_on_their_validation_splits(tmp_path):
-    from flexseg.config.compose import load_config
-    from flexseg.inference import rule_of
+    from flexseg.commands._compose import load_config
+    from flexseg.predict.ensembles import rule_of
     from flexseg.runs import Run
 
     def run(name: str, fold: int, scores: dict, volumes: int, folds: int = 2) -> Run:

@@ -1,15 +1,14 @@
+"""The predictor: tiles, test-time mirrors, the original size, batching."""
+
 from __future__ import annotations
 
 import keras
 import numpy as np
 import pytest
-from PIL import Image
 
-from flexseg.config.schema import TTA_MODES, TTA_VIEWS
+from flexseg.config.schema import TTA_MODES
 from flexseg.data.reading import ReadSpec
-from flexseg.errors import DataError, PreflightError
-from flexseg.inference import Predictor, gaussian_weights, infer, tile_starts
-from tests.helpers import write_png
+from flexseg.predict.predictor import TTA_VIEWS, Predictor, gaussian_weights, tile_starts
 
 
 class Identity(keras.Model):
@@ -97,59 +96,6 @@ def test_other_channel_counts_are_converted_with_a_warning(given, model_channels
     np.testing.assert_allclose(probs[..., 1], image.mean(-1), atol=1e-5)
 
 
-def test_inference_at_original_size_tiled_and_never_overwriting(trained, tmp_path):
-    _, run_dir, _ = trained
-    inputs = tmp_path / "in"
-    rng = np.random.default_rng(1)
-    write_png(inputs / "p09_small.png", rng.integers(0, 255, (20, 26), dtype=np.uint8))
-    write_png(inputs / "p09_large.png", rng.integers(0, 255, (70, 45), dtype=np.uint8))
-    write_png(inputs / "p09_rgb.png", rng.integers(0, 255, (30, 28, 3), dtype=np.uint8))
-    output = tmp_path / "out"
-    cfg = {
-        "run_dir": str(run_dir),
-        "input": str(inputs),
-        "output": str(output),
-        "tta": "flip",
-        "save_probabilities": True,
-    }
-    with pytest.warns(UserWarning, match="3-channel"):
-        written = infer(cfg)
-    assert len(written) == 3
-    for stem, size in (("p09_small", (20, 26)), ("p09_large", (70, 45)), ("p09_rgb", (30, 28))):
-        with Image.open(output / "masks" / f"{stem}.png") as mask:
-            assert mask.mode == "P" and mask.size == (size[1], size[0])
-            assert set(np.unique(np.asarray(mask))) <= {0, 1}
-        with Image.open(output / "overlays" / f"{stem}.png") as picture:
-            assert picture.size == (size[1], size[0])
-        probs = np.load(output / "probabilities" / f"{stem}.npy")
-        assert probs.shape == (*size, 2)
-        np.testing.assert_allclose(probs.astype(np.float32).sum(-1), 1.0, atol=1e-2)
-    before = (output / "masks" / "p09_small.png").read_bytes()
-    with pytest.raises(ValueError, match="overwrite=true"):
-        infer(cfg)
-    assert (output / "masks" / "p09_small.png").read_bytes() == before
-    infer({**cfg, "overwrite": True})
-
-
-def test_an_input_folder_without_images(trained, tmp_path):
-    _, run_dir, _ = trained
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=f"{tmp_path / 'empty'} holds no images"):
-        infer({"run_dir": str(run_dir), "input": str(tmp_path / "empty")})
-
-
-def test_an_unreadable_input_stops_inference_before_any_prediction(trained, tmp_path):
-    root, run_dir, _ = trained
-    (tmp_path / "broken.png").write_bytes(b"not a png")
-    good = root / "images" / "p03_z000.png"
-    output = tmp_path / "out"
-    with pytest.raises(PreflightError, match="nothing was predicted") as info:
-        infer({"run_dir": str(run_dir), "input": [str(good), str(tmp_path / "broken.png")],
-               "output": str(output)})  # fmt: skip
-    assert "broken.png" in str(info.value)
-    assert not output.exists()  # nothing was predicted
-
-
 class CountedIdentity(Identity):
     """Identity that counts its forward passes and the inputs of each."""
 
@@ -185,17 +131,6 @@ def test_batched_prediction_equals_one_image_at_a_time(tta):
     assert len(model.passes) == -(-inputs // per_pass)
 
 
-def test_progress_shows_on_a_terminal_only(trained, tmp_path, capsys, monkeypatch):
-    root, run_dir, _ = trained
-    cfg = {"run_dir": str(run_dir), "input": str(root / "images"), "output": str(tmp_path / "a")}
-    infer(cfg)
-    assert capsys.readouterr().out == ""  # a log file or a cluster job gets no bar
-    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
-    infer({**cfg, "output": str(tmp_path / "b")})
-    shown = capsys.readouterr().out
-    assert "predicting: 18 images" in shown and "18/18" in shown
-
-
 def test_a_model_of_open_size_batches_images_of_one_size_together():
     """Each image is padded to the model's size multiple; images of other sizes go in
     passes of their own."""
@@ -212,23 +147,6 @@ def test_a_model_of_open_size_batches_images_of_one_size_together():
         np.testing.assert_allclose(probs[..., 1], image[..., 0], atol=1e-5)
 
 
-@pytest.mark.once
-def test_a_sweep_folder_predicts_as_the_ensemble_of_its_runs(trained, tmp_path):
-    """Two copies of one run in a sweep's numbered folders: the ensemble's probabilities
-    are the run's own, written to the sweep's ensemble/ folder."""
-    import shutil
-
-    _, run_dir, _ = trained
-    inputs = tmp_path / "in"
-    write_png(inputs / "p09_a.png", np.random.default_rng(2).integers(0, 255, (30, 28), np.uint8))
-    for job in ("0", "1"):
-        shutil.copytree(run_dir, tmp_path / "sweep" / job)
-    common = {"input": str(inputs), "save_probabilities": True, "tta": "flip"}
-    infer({**common, "run_dir": str(run_dir), "output": str(tmp_path / "one")})
-    infer({**common, "run_dir": str(tmp_path / "sweep")})
-    ensemble = tmp_path / "sweep" / "ensemble" / "predictions"
-    np.testing.assert_allclose(
-        np.load(ensemble / "probabilities" / "p09_a.npy"),
-        np.load(tmp_path / "one" / "probabilities" / "p09_a.npy"),
-        atol=1e-6,
-    )
+def test_every_tta_option_of_the_schema_has_its_views():
+    assert list(TTA_VIEWS) == list(TTA_MODES)
+    assert all(views[0] == () for views in TTA_VIEWS.values())  # the image itself first

@@ -36,13 +36,12 @@ import numpy as np
 from flexseg import backend
 from flexseg.config.parse import as_dict, parse
 from flexseg.config.schema import EXPORT_FORMATS, ExportConfig
-from flexseg.data.build import colormap_of, read_spec
 from flexseg.data.dataset import SegmentationDataset, compute_group_stats
 from flexseg.data.masks import ColorMap
 from flexseg.data.reading import ReadSpec
-from flexseg.data.sources import find_samples
 from flexseg.errors import ConfigError, DataError, ExportError
-from flexseg.postprocess import read_rule
+from flexseg.from_config import colormap_of, find_samples, read_spec
+from flexseg.predict.postprocess import read_rule
 from flexseg.runs import CHECKPOINTS, Run, load_run
 
 MODEL_FILES = {
@@ -75,7 +74,7 @@ RUNTIME_PACKAGES = {
 SAMPLE_IMAGES = 4
 INPUT_NAME = "image"
 HISTOGRAM_BINS = 4096  # intensity statistics: see flexseg.data.reading.intensity_stats
-TILE_OVERLAP = 0.5  # flexseg.inference.Predictor's default
+TILE_OVERLAP = 0.5  # flexseg.predict.predictor.Predictor's default
 
 
 def export(cfg: ExportConfig | Mapping) -> dict:
@@ -171,7 +170,9 @@ def write_checkpoint(checkpoint: str, fmt: str, path: str) -> None:
     from flexseg.runtime import prepare_process
 
     prepare_process()
-    import flexseg.models  # noqa: F401  (registers FlexUNet for loading)
+    from flexseg.models import register_models
+
+    register_models()
 
     write_model(keras.saving.load_model(checkpoint, compile=False), fmt, Path(path))
 
@@ -179,7 +180,8 @@ def write_checkpoint(checkpoint: str, fmt: str, path: str) -> None:
 def _write_in_process(backend: str, run: Run, fmt: str, path: Path) -> None:
     checkpoint = run.run_dir / CHECKPOINTS / f"{run.checkpoint}.keras"
     code = (
-        "import sys; from flexseg.export import write_checkpoint; write_checkpoint(*sys.argv[1:])"
+        "import sys; from flexseg.predict.export import write_checkpoint; "
+        "write_checkpoint(*sys.argv[1:])"
     )
     result = subprocess.run(
         [sys.executable, "-c", code, str(checkpoint), fmt, str(path)],

@@ -202,7 +202,7 @@ def read_rule(run_dir: str | Path) -> dict:
     except (ValueError, KeyError, TypeError) as error:
         raise DataError(
             f"{path} holds no post-processing rule flexseg knows ({error}); remove it, or "
-            'choose again: python -c "from flexseg.evaluation import choose_postprocessing as c; '
+            'choose again: python -c "from flexseg.predict import choose_postprocessing as c; '
             f"c('{Path(run_dir)}')\"."
         ) from error
     return rule

@@ -1,0 +1,66 @@
+"""`infer(cfg)`: a training run's predictions for new images, written beside each other."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from flexseg.config.parse import parse
+from flexseg.config.schema import InferConfig
+from flexseg.data.checks import input_problems
+from flexseg.data.masks import ColorMap
+from flexseg.data.splits import group_of
+from flexseg.errors import DataError, PreflightError
+from flexseg.from_config import colormap_of, read_spec
+from flexseg.models.inference import inference_dtype
+from flexseg.predict.ensembles import predictor_of, rule_of
+from flexseg.predict.reading import find_inputs
+from flexseg.predict.writers import predict_files
+from flexseg.runs import load_runs, results_dir
+
+
+def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
+    """Predicts `cfg.input` (a folder, an image, a list file or a list of images) with a
+    training run's checkpoint (`cfg.checkpoint`, default the run's choice) into `cfg.output`
+    (default `<run_dir>/predictions`), with the run's post-processing (`postprocessing.json`,
+    `flexseg.predict.evaluation.choose_postprocessing`). Several runs (`run_dir` a list, or a sweep
+    folder) predict as an ensemble: the mean of their probabilities (default output
+    `<their folder>/ensemble/predictions`).
+
+    Images of one group (the dataset's `group_regex` on the file name) share intensity
+    statistics, as in training; `overwrite`, `tta`, `batch_size` and `save_probabilities`
+    apply.
+
+    Args:
+        cfg: an `InferConfig`, or a dict of the same keys.
+    """
+    cfg = parse(InferConfig, cfg)
+    runs = load_runs(cfg.run_dir, cfg.checkpoint)
+    run = runs[0]
+    dataset = run.cfg.dataset
+    spec = read_spec(dataset, run.model.size_multiple)
+    images = find_inputs(cfg.input)
+    problems = input_problems(images, spec.max_pixels)
+    if problems:
+        raise PreflightError(problems, "nothing was predicted")
+    groups: dict[Path, str] = {}
+    for path in images:
+        try:
+            groups[path] = (
+                group_of(path.stem, dataset.group_regex) if dataset.group_regex else path.stem
+            )
+        except DataError:
+            groups[path] = path.stem  # a file of no known group is its own group
+    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, inference_dtype(cfg.precision))
+    colormap = colormap_of(dataset) or ColorMap.default(dataset.num_classes)
+    output = Path(cfg.output) if cfg.output else results_dir(runs) / "predictions"
+    return predict_files(
+        predictor,
+        images,
+        output,
+        colormap,
+        groups,
+        overwrite=cfg.overwrite,
+        save_probabilities=cfg.save_probabilities,
+        rule=rule_of(runs),
+    )
