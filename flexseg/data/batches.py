@@ -136,10 +136,9 @@ class Batches:
             # sized as the model sees them (lesion sizes in its pixels)
             masks = (self.read(i)[1] for i in range(len(self.samples)))
         else:  # whether a mask has foreground: its file is enough
+            limit = self.spec.max_pixels
             masks = (
-                decode_mask(s.mask, self.num_classes, self.colormap, self.spec.max_pixels, s.index)[
-                    0
-                ]
+                decode_mask(s.mask, self.num_classes, self.colormap, limit, s.index)[0]
                 for s in self.samples
             )
         pixels = np.array([np.count_nonzero(mask) for mask in masks])
