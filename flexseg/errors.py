@@ -29,7 +29,7 @@ class PreflightError(DataError):
     """
 
     def __init__(self, problems: list[str], outcome: str | None = None):
-        self.problems = list(problems)
+        self.problems = list(dict.fromkeys(problems))  # each once, in the order found
         lines = [f"  - {p}" for p in self.problems[:MAX_LISTED]]
         if len(self.problems) > MAX_LISTED:
             lines.append(f"  ... and {len(self.problems) - MAX_LISTED} more")

@@ -12,7 +12,7 @@ slice that is 99% background it is 0.99 for a model that finds nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import keras
 import numpy as np
@@ -154,11 +154,15 @@ def iou_np(counts: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, tp / np.maximum(denominator, 1), 1.0)
 
 
-def surface_distances(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Distances (pixels) from each boundary pixel of either mask to the other's boundary.
+def surface_distances(
+    truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float] | None = None
+) -> np.ndarray:
+    """Distances from each boundary pixel of either mask to the other's boundary: in pixels,
+    or in millimetres given `spacing`, the size of a pixel (voxel) along each axis.
 
     Both masks are boolean arrays of the same shape, 2-D (a slice) or 3-D (a volume of
-    stacked slices, the slice step counted as one pixel), and non-empty.
+    stacked slices; without `spacing` the slice step counts as one pixel), and non-empty. A
+    boundary pixel is one of the mask with a face neighbour outside it.
     """
 
     def boundary(mask):
@@ -172,8 +176,8 @@ def surface_distances(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     truth, pred = truth[box], pred[box]
 
     bt, bp = boundary(truth), boundary(pred)
-    to_truth = ndimage.distance_transform_edt(~bt)
-    to_pred = ndimage.distance_transform_edt(~bp)
+    to_truth = ndimage.distance_transform_edt(~bt, sampling=spacing)
+    to_pred = ndimage.distance_transform_edt(~bp, sampling=spacing)
     return np.concatenate([to_truth[bp], to_pred[bt]])
 
 
@@ -240,8 +244,10 @@ def lesion_f1(counts: np.ndarray) -> float:
     return 2 * detected / (2 * detected + missed + false)
 
 
-def hd95(truth: np.ndarray, pred: np.ndarray) -> float:
-    """95th percentile symmetric Hausdorff distance, in pixels, of two boolean masks.
+def hd95(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float] | None = None) -> float:
+    """95th percentile symmetric Hausdorff distance of two boolean masks: the 95th
+    percentile of `surface_distances` (both directions pooled), in pixels, or in millimetres
+    given `spacing`.
 
     0.0 when truth and prediction are both empty; NaN when only one of them is (undefined,
     and left out of means).
@@ -250,4 +256,16 @@ def hd95(truth: np.ndarray, pred: np.ndarray) -> float:
         return 0.0
     if not truth.any() or not pred.any():
         return float("nan")
-    return float(np.percentile(surface_distances(truth, pred), 95))
+    return float(np.percentile(surface_distances(truth, pred, spacing), 95))
+
+
+def mean_surface_distance(
+    truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float] | None = None
+) -> float:
+    """The mean of `surface_distances` (both directions pooled; the average symmetric
+    surface distance), in pixels or, given `spacing`, millimetres; empty masks as `hd95`."""
+    if not truth.any() and not pred.any():
+        return 0.0
+    if not truth.any() or not pred.any():
+        return float("nan")
+    return float(surface_distances(truth, pred, spacing).mean())

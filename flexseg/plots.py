@@ -28,13 +28,14 @@ OVERLAY_COLORS = np.array(
 
 
 def to_display(image: np.ndarray) -> np.ndarray:
-    """Any image (H, W, C) or (H, W) -> uint8 RGB (H, W, 3), contrast stretched.
+    """Any image (H, W, C) or (H, W) -> uint8 RGB (H, W, 3), contrast stretched; of an image
+    whose channels are not RGB (two MRI sequences, neighbouring slices), the first.
 
     The stretch spans the 1st-99.5th percentile of the pixels above the image's minimum, so a
     large empty background (as in skull-stripped MRI) does not wash out the anatomy.
     """
     image = np.asarray(image, np.float32)
-    if image.ndim == 3 and image.shape[-1] == 1:
+    if image.ndim == 3 and image.shape[-1] != 3:  # gray, or channels that are no RGB: the first
         image = image[..., 0]
     content = image[image > image.min()] if image.size else image
     low, high = np.percentile(content, (1, 99.5)) if content.size else (0.0, 1.0)

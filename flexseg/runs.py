@@ -80,12 +80,18 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
         raise ConfigError(f"{path}: {error}") from error
 
 
+# Keys whose `auto` the training resolves and records in config.yaml (the slice axis of
+# volumes, chosen from their spacing): `auto` on resuming is the recorded value.
+RESOLVED = ("dataset.slice_axis",)
+
+
 def check_same_config(run_dir: Path, cfg: TrainConfig) -> None:
     """Refuses to resume a run with settings other than those it was started with."""
     before, now = flat_keys(as_dict(read_run_config(run_dir))), flat_keys(as_dict(cfg))
     changed = sorted(
         k for k in before.keys() | now.keys()
         if k != "trainer.resume" and before.get(k) != now.get(k)
+        and not (k in RESOLVED and now.get(k) == "auto")
     )  # fmt: skip
     if changed:
         raise ConfigError(

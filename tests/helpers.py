@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
@@ -230,3 +231,40 @@ def huge_header(extension: str, width: int, height: int) -> bytes:
     entries = [(256, 4, 1, width), (257, 4, 1, height), (273, 4, 1, 8), (279, 4, 1, 4)]
     ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries)
     return b"II*\x00" + struct.pack("<I", 12) + b"\0\0\0\0" + ifd + b"\0\0\0\0"
+
+
+def write_nifti(path, voxels, affine=None, zooms=None):
+    """Writes an array as NIfTI-1 (`.nii` or `.nii.gz` by the name) with nibabel; `affine`
+    defaults to the RAS identity scaled by `zooms`."""
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    voxels = np.asarray(voxels)
+    if affine is None:
+        affine = np.diag([*(zooms or (1.0, 1.0, 1.0)), 1.0])
+    nib.save(nib.Nifti1Image(voxels, np.asarray(affine, float)), path)
+    return path
+
+
+def make_volume_dataset(
+    root, cases=("p01", "p02", "p03"), shape=(20, 18, 10), channels=2, seed=0, affine=None
+) -> list[str]:
+    """An nnU-Net v2 raw folder of tiny volumes: a bright box in float32 noise in channel 0
+    (scanner-like intensities in the hundreds), its negative in channel 1, and the box as
+    label 1. Returns the case names."""
+    rng = np.random.default_rng(seed)
+    for case in cases:
+        label = np.zeros(shape, np.uint8)
+        start = [int(rng.integers(1, max(2, n // 2))) for n in shape]
+        label[tuple(slice(s, s + max(2, n // 3)) for s, n in zip(start, shape, strict=True))] = 1
+        base = rng.normal(300, 40, shape).astype(np.float32)
+        bright = np.where(label > 0, base + 600, base)
+        for c in range(channels):
+            voxels = bright if c == 0 else (2000 - bright).astype(np.float32)
+            write_nifti(root / "imagesTr" / f"{case}_{c:04d}.nii.gz", voxels, affine)
+        write_nifti(root / "labelsTr" / f"{case}.nii.gz", label, affine)
+    names = {str(c): f"channel{c}" for c in range(channels)}
+    manifest = {"channel_names": names, "labels": {"background": 0, "lesion": 1},
+                "numTraining": len(cases), "file_ending": ".nii.gz"}  # fmt: skip
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    return list(cases)

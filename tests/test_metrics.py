@@ -15,6 +15,7 @@ from flexseg.metrics import (
     lesion_counts,
     lesion_f1,
     lesion_sizes,
+    mean_surface_distance,
     segmentation_metrics,
 )
 
@@ -163,6 +164,31 @@ def test_hd95_of_a_small_lesion_in_a_large_volume_is_exact():
         [ndimage.distance_transform_edt(~bt)[bp], ndimage.distance_transform_edt(~bp)[bt]]
     )
     assert hd95(truth, pred) == pytest.approx(np.percentile(whole, 95))
+
+
+def test_hd95_and_surface_distance_in_mm_with_anisotropic_spacing():
+    """Against a reference from first principles: every boundary voxel's distance, in mm, to
+    the nearest boundary voxel of the other mask, by brute force over voxel centres."""
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(4)
+    spacing = (3.0, 0.7, 1.3)  # a thick-slice scan: slices 3 mm apart
+    truth = np.zeros((9, 24, 20), bool)
+    truth[2:6, 4:15, 5:14] = True
+    pred = ndimage.binary_dilation(truth, iterations=2) & (rng.random(truth.shape) > 0.2)
+    pred[7, 20:23, 15:18] = True  # a false blob far away
+
+    def boundary(mask):
+        eroded = ndimage.binary_erosion(mask, ndimage.generate_binary_structure(3, 1))
+        return np.argwhere(mask & ~eroded) * np.array(spacing)
+
+    apart = cdist(boundary(truth), boundary(pred))
+    both = np.concatenate([apart.min(axis=1), apart.min(axis=0)])
+    assert hd95(truth, pred, spacing) == pytest.approx(np.percentile(both, 95), abs=1e-3)
+    assert mean_surface_distance(truth, pred, spacing) == pytest.approx(both.mean(), abs=1e-3)
+    # in voxels when no spacing is given, and the mm figure is not that one
+    assert hd95(truth, pred) != pytest.approx(hd95(truth, pred, spacing))
+    assert np.isnan(mean_surface_distance(truth, np.zeros_like(truth), spacing))
 
 
 def test_bad_metric_arguments():

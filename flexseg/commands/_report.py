@@ -23,10 +23,11 @@ def postprocess_run(run_dir: str | Path, tta: str = "none") -> None:
 
 def format_evaluation(summary: dict) -> str:
     """The headline numbers of an evaluation, one per line."""
-    from flexseg.predict.evaluation import HEADLINE
+    from flexseg.predict.evaluation import HEADLINE, MM_MEANS
 
     lines = [f"{summary['split']}: {summary['images']} images, {summary['volumes']} volumes"]
     lines += [f"  {k:<22} {summary[k]:.4f}" for k in HEADLINE]
+    lines += [f"  {k:<22} {summary[k]:.4f}" for k in MM_MEANS.values() if k in summary]
     missed = summary["volumes_missed"]
     lines.append(
         f"  {'volumes_missed':<22} {len(missed)} of {summary['volumes_with_foreground']} with "

@@ -28,15 +28,21 @@ def main(cfg: TrainConfig, run_dir: Path) -> None:
         postprocess_run(run_dir, TTA)
     scores = evaluate(EvaluateConfig(run_dir=str(run_dir), tta=TTA))
     test = find_samples(cfg.dataset, cfg.seed)["test"]
-    picks = [str(test[int(i)].image) for i in np.linspace(0, len(test) - 1, 6)]
+    if test[0].volume:  # the test cases' whole volumes, every channel file
+        picks = list(dict.fromkeys(str(p) for sample in test for p in sample.images))
+    else:
+        picks = [str(test[int(i)].image) for i in np.linspace(0, len(test) - 1, 6)]
     written = infer(InferConfig(run_dir=str(run_dir), input=picks))
     previews = sorted((run_dir / "previews").glob("epoch_*.png"))
     print(format_evaluation(scores))
     print(f"training curves:   {run_dir / 'plots'}")
     if previews:
         print(f"epoch previews:    {previews[-1]} (and {len(previews) - 1} earlier)")
-    print(
-        f"test predictions:  {written[0]['overlay'].parent} (overlays), "
-        f"{written[0]['mask'].parent} (palette masks)"
-    )
+    if "overlay" in written[0]:
+        print(
+            f"test predictions:  {written[0]['overlay'].parent} (overlays), "
+            f"{written[0]['mask'].parent} (palette masks)"
+        )
+    else:
+        print(f"test predictions:  {written[0]['mask'].parent} (NIfTI label volumes)")
     print(f"fg_dice_volume={scores['fg_dice_volume_mean']:.4f} run_dir={summary['run_dir']}")

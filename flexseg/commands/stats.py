@@ -18,10 +18,13 @@ def main(cfg: StatsConfig, run_dir: Path) -> None:
     dataset = cfg.dataset
     splits = find_samples(dataset, cfg.seed)
     result, report = dataset_statistics(
-        splits, dataset.names, colormap_of(dataset), dataset.max_pixels
+        splits, dataset.names, colormap_of(dataset), dataset.max_pixels, dataset.max_voxels
     )
     paths = write_statistics(run_dir, result, report)
     for split, s in result.items():
+        if "cases" in s:
+            print(_volumes_line(split, s))
+            continue
         classes = ", ".join(f"{k} {v:.4f}" for k, v in s["class_pixel_fraction"].items())
         print(
             f"{split}: {s['images']} images from {s['groups']} groups, "
@@ -39,3 +42,20 @@ def main(cfg: StatsConfig, run_dir: Path) -> None:
     if report.unknown:
         print("error: masks hold colours that are in no rgb_map entry (see above)", file=sys.stderr)
         sys.exit(1)
+
+
+def _volumes_line(split: str, s: dict) -> str:
+    percentiles = "; ".join(
+        f"{c} {v['0.5']:.4g} / {v['50']:.4g} / {v['99.5']:.4g}"
+        for c, v in s["intensity_percentiles"].items()
+    )
+    classes = ", ".join(
+        f"{k} {v['mean']:.3g} mL" for k, v in s["class_ml_per_case"].items() if k != "background"
+    )
+    return (
+        f"{split}: {s['cases']} cases ({s['images']} slices along axis {s['slice_axis']}), "
+        f"shapes {s['shapes_ras']} (RAS), spacing {s['spacing_mm_median']} mm median "
+        f"({s['spacing_mm_min']} to {s['spacing_mm_max']}), stored as {s['orientations']}, "
+        f"intensity 0.5 / 50 / 99.5th percentiles {percentiles}, mean per case {classes}, "
+        f"{s['cases_without_foreground']} case(s) without foreground"
+    )

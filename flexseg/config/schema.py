@@ -33,9 +33,10 @@ from flexseg.config.parse import MISSING, Section, parse, section_schema
 from flexseg.config.targets import import_target
 from flexseg.data.cache import CACHE_KINDS
 from flexseg.data.files import MAX_PIXELS
-from flexseg.data.reading import CHANNELS, NORMALIZATIONS, SIZE_POLICIES, ReadSpec
+from flexseg.data.reading import NORMALIZATIONS, SIZE_POLICIES, ReadSpec
 from flexseg.data.sources import LAYOUTS, Source, SplitRule
 from flexseg.data.splits import SPLITS
+from flexseg.data.volumes import MAX_VOXELS, SLICE_AXES
 from flexseg.models import INFERENCE_PRECISIONS, MODELS
 
 # The option lists of what only runs above the config (training, prediction, export); those of
@@ -118,7 +119,14 @@ class DatasetConfig(Section):
     class_names: list[str] | None = None
     rgb_map: Any = None  # [{name, color: [r, g, b], id}] or {"(r, g, b)": id}; None: id masks
     color_tolerance: float = 10.0
-    channels: int = choice(ReadSpec.channels, CHANNELS)
+    # 2D files: 1 reads gray, 3 RGB; volumes: the channels of a case (nnU-Net's channel
+    # files, a Decathlon image's fourth axis)
+    channels: int = rule(ReadSpec.channels, lambda n: n >= 1, ">= 1")
+    # Volumes: the axis of RAS order they are cut along into 2D slices, 0 | 1 | 2 or sagittal
+    # | coronal | axial; auto: the coarsest spacing (axial of an isotropic scan)
+    slice_axis: str = choice(Source.slice_axis, SLICE_AXES)
+    # Volumes: neighbouring slices on each side read as further channels (2.5D)
+    context_slices: int = rule(ReadSpec.context_slices, lambda n: n >= 0, ">= 0")
     # [height, width] of the model input; None pads each image to the model's size multiple.
     image_size: list[int] | None = rule(
         None, _optional_pair(lambda size: min(size) >= 1), "[height, width] of positive integers"
@@ -143,6 +151,8 @@ class DatasetConfig(Section):
     cache_dir: str | None = None  # the disk cache's parent folder; None: ~/.cache/flexseg/data
     # Files whose header declares more pixels are refused before decoding (2**28: 16k x 16k).
     max_pixels: int = rule(MAX_PIXELS, lambda n: n >= 1, ">= 1")
+    # Volumes whose header declares more voxels (all channels) are refused (2**30: 1024^3).
+    max_voxels: int = rule(MAX_VOXELS, lambda n: n >= 1, ">= 1")
 
     @property
     def names(self) -> list[str]:
@@ -354,7 +364,8 @@ class TrainConfig(Section):
         super().__post_init__()
         dataset = self.dataset
         if self.model.input_shape is None:
-            self.model.input_shape = [*(dataset.image_size or [None, None]), dataset.channels]
+            channels = dataset.channels * (2 * dataset.context_slices + 1)
+            self.model.input_shape = [*(dataset.image_size or [None, None]), channels]
         if self.model.num_classes is None:
             self.model.num_classes = dataset.num_classes
 

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from flexseg.data.cache import SampleCache
-from flexseg.data.masks import ColorMap, decode_mask
+from flexseg.data.masks import ColorMap, decode_sample_mask
 from flexseg.data.reading import (
     IntensityStats,
     ReadSpec,
     fit_size,
-    read_image,
+    read_sample,
     stand_in,
     to_model_input,
     to_unit,
@@ -136,9 +136,9 @@ class Batches:
             # sized as the model sees them (lesion sizes in its pixels)
             masks = (self.read(i)[1] for i in range(len(self.samples)))
         else:  # whether a mask has foreground: its file is enough
-            limit = self.spec.max_pixels
+            limits = self.spec.max_pixels, self.spec.max_voxels
             masks = (
-                decode_mask(s.mask, self.num_classes, self.colormap, limit, s.index)[0]
+                decode_sample_mask(s, self.num_classes, self.colormap, *limits)[0]
                 for s in self.samples
             )
         pixels = np.array([np.count_nonzero(mask) for mask in masks])
@@ -218,8 +218,9 @@ def read_pair(
         DataError: naming the file: unreadable, unknown mask colours, a class id beyond
             `num_classes`, image and mask of different sizes, or too large to pad.
     """
-    raw = read_image(sample.image, spec.channels, spec.max_pixels, sample.index)
-    mask, report = decode_mask(sample.mask, num_classes, colormap, spec.max_pixels, sample.index)
+    raw = read_sample(sample, spec)
+    limits = spec.max_pixels, spec.max_voxels
+    mask, report = decode_sample_mask(sample, num_classes, colormap, *limits)
     if report.unknown:
         colors = ", ".join(f"{list(c)} ({n} pixels)" for c, n in report.unknown.items())
         raise DataError(
@@ -235,8 +236,9 @@ def read_pair(
             "match."
         )
     if mask.max(initial=0) >= num_classes:
+        what = "label volume" if sample.volume else "mask"
         raise DataError(
-            f"mask {sample.mask} holds class id {int(mask.max())} but num_classes is "
+            f"{what} {sample.mask} holds class id {int(mask.max())} but num_classes is "
             f"{num_classes}; fix dataset.num_classes or the mask."
         )
     return fit_size(raw, mask, spec, f"image {sample.image}")

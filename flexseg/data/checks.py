@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flexseg.data import readers, volumes
 from flexseg.data.batches import read_pair
 from flexseg.data.masks import ColorMap
 from flexseg.data.reading import ReadSpec, read_image
@@ -43,7 +44,9 @@ def scan_samples(
         for result in pool.map(read, samples):
             results.append(result)
             progress.add(1)
-    problems = [r for r in results if isinstance(r, str)]
+    # the slices of one bad volume fail alike: each problem once
+    problems = list(dict.fromkeys(r for r in results if isinstance(r, str)))
+    problems += empty_label_volumes(samples, spec.max_voxels)
     counts = [r for r in results if not isinstance(r, str)]
     facts = {
         "images": len(samples),
@@ -52,6 +55,24 @@ def scan_samples(
     }
     pixels = np.sum(counts, axis=0) if counts else np.zeros(num_classes, np.int64)
     return facts, problems, pixels
+
+
+def empty_label_volumes(samples: Sequence[Sample], max_voxels: int) -> list[str]:
+    """One line per label volume of the samples' cases with no foreground voxel at all (the
+    whole volume: a split may hold only some of a case's slices). One that cannot be read is
+    named by the reading already."""
+    problems = []
+    for path in dict.fromkeys(s.mask for s in samples if s.volume):
+        try:
+            empty = not volumes.load(path, "label", max_voxels).voxels.any()
+        except DataError:
+            continue
+        if empty:
+            problems.append(
+                f"label volume {path} is empty: no voxel of any class but background; add the "
+                "case's labels, or move the case out of the data set."
+            )
+    return problems
 
 
 def dataset_problems(
@@ -84,12 +105,16 @@ def dataset_problems(
     return splits, facts, problems, pixels
 
 
-def input_problems(paths: Sequence[Path], max_pixels: int) -> list[str]:
-    """One line per inference input that cannot be read as an image."""
+def input_problems(paths: Sequence[Path], spec: ReadSpec) -> list[str]:
+    """One line per inference input that cannot be read as an image or a volume (a volume
+    is read whole, checked and kept for the prediction after)."""
 
     def read(path: Path) -> str | None:
         try:
-            read_image(path, None, max_pixels)
+            if readers.is_volume(path):
+                volumes.load(path, "image", spec.max_voxels)
+            else:
+                read_image(path, None, spec.max_pixels)
         except DataError as error:
             return str(error)
         return None
@@ -101,6 +126,8 @@ def input_problems(paths: Sequence[Path], max_pixels: int) -> list[str]:
 def channel_notes(splits: Mapping[str, list[Sample]], spec: ReadSpec) -> list[str]:
     """A note when the files hold another channel count than the model reads."""
     first = next(s for samples in splits.values() for s in samples)
+    if first.volume:  # a volume's channels are read as they are (read_sample checks them)
+        return []
     found = read_image(first.image, None, spec.max_pixels, first.index).shape[-1]
     if found == spec.channels:
         return []

@@ -16,7 +16,7 @@ from flexseg.data.reading import (
     IntensityStats,
     ReadSpec,
     intensity_stats,
-    read_image,
+    read_sample,
     to_unit,
 )
 from flexseg.data.sources import Sample, by_group
@@ -183,7 +183,7 @@ def compute_group_stats(samples: Sequence[Sample], spec: ReadSpec) -> dict[str, 
 
     def unit_images(members):
         for s in members:
-            raw = read_image(s.image, spec.channels, spec.max_pixels, s.index)
+            raw = read_sample(s, spec)
             yield to_unit(raw)[0]
 
     groups = by_group(samples, lambda sample: sample.group)

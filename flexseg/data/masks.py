@@ -19,15 +19,19 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from flexseg.data import readers
+from flexseg.data import readers, volumes
 from flexseg.data.files import MAX_PIXELS, read_checked
 from flexseg.data.reading import in_place
 from flexseg.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from flexseg.data.sources import Sample
 
 # A blend pixel must have a pixel of each colour it blends within this many pixels (a 7 x 7
 # window): anti-aliased edges one to three pixels wide pass, the inside of a region does not.
@@ -361,6 +365,41 @@ def decode_mask(
         f"0..{num_classes - 1}; for anti-aliased or colour masks set dataset.rgb_map, or check "
         "dataset.num_classes."
     )
+
+
+def decode_sample_mask(
+    sample: Sample,
+    num_classes: int,
+    colormap: ColorMap | None = None,
+    max_pixels: int = MAX_PIXELS,
+    max_voxels: int = volumes.MAX_VOXELS,
+) -> tuple[np.ndarray, MaskReport]:
+    """A sample's mask as class ids (H, W): a mask file by `decode_mask`, or the slice of its
+    case's label volume (class ids as stored; no colour map).
+
+    Raises:
+        DataError: naming the file: what `decode_mask` or `flexseg.data.volumes.load`
+            refuses, a colour map for a label volume, or a label volume off the grid of the
+            case's image.
+    """
+    if not sample.volume:
+        return decode_mask(sample.mask, num_classes, colormap, max_pixels, sample.index)
+    if colormap is not None:
+        raise DataError(
+            f"label volume {sample.mask} holds class ids, and dataset.rgb_map maps the colours "
+            "of mask pictures; set dataset.rgb_map=null."
+        )
+    why = volumes.geometry(sample.image, "image", max_voxels).same_grid(
+        volumes.geometry(sample.mask, "label", max_voxels)
+    )
+    if why:
+        raise DataError(
+            f"label volume {sample.mask} has {why} of its image {sample.image}; a case's label "
+            "must lie on its image's grid (resample it with nearest neighbour)."
+        )
+    labels = volumes.load(sample.mask, "label", max_voxels).voxels
+    mask = volumes.cut(labels, sample.axis, sample.index)
+    return mask, MaskReport(pixels=int(mask.size))
 
 
 def write_palette_png(path: str | Path, index: np.ndarray, colormap: ColorMap) -> None:

@@ -58,7 +58,7 @@ def scan_folder(folder: str | Path, what: str = "image") -> tuple[list[Path], li
             strangers.append(path)
     if strangers:
         problems.append(
-            f"not an image in {what} folder {folder}: {_named(strangers)} "
+            f"not an image in {what} folder {folder}: {named(strangers)} "
             f"(expected {', '.join(readers.suffixes())}); move such files out of the folder."
         )
     if not files and not problems:
@@ -105,12 +105,12 @@ def find_pairs(
     if lonely_images and mask_files:
         problems.append(
             f"{len(lonely_images)} image(s) without a mask in {mask_dir}: "
-            f"{_named([images[s] for s in lonely_images])}{hint}"
+            f"{named([images[s] for s in lonely_images])}{hint}"
         )
     if lonely_masks and image_files:
         problems.append(
             f"{len(lonely_masks)} mask(s) without an image in {image_dir}: "
-            f"{_named([masks[s] for s in lonely_masks])}{hint}"
+            f"{named([masks[s] for s in lonely_masks])}{hint}"
         )
     pairs = [Pair(images[stem], masks[stem]) for stem in sorted(images.keys() & masks.keys())]
     return pairs, problems
@@ -138,7 +138,8 @@ def _by_stem(files: list[Path], suffix: str, folder, problems: list[str]) -> dic
     return by_stem
 
 
-def _named(paths: list[Path]) -> str:
+def named(paths: list[Path]) -> str:
+    """The first `MAX_NAMED` file names of a list, and how many more there are."""
     names = ", ".join(p.name for p in paths[:MAX_NAMED])
     more = len(paths) - MAX_NAMED
     return names + (f" and {more} more" if more > 0 else "")

@@ -6,17 +6,23 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from flexseg.data import readers
+from flexseg.data import readers, volumes
 from flexseg.data.files import MAX_PIXELS, read_checked
 from flexseg.errors import ConfigError, DataError
 
-CHANNELS = (1, 3)  # gray, or RGB
+if TYPE_CHECKING:
+    from flexseg.data.sources import Sample
+
+PICTURE_CHANNELS = (1, 3)  # what 2D files are read as: gray, or RGB
 SIZE_POLICIES = ("pad", "resize")
-NORMALIZATIONS = ("scale01", "zscore", "group_zscore", "none")
+NORMALIZATIONS = ("scale01", "zscore", "group_zscore", "volume_zscore", "none")
+# what volumes may be normalised with (the others assume a picture's 0..max range)
+VOLUME_NORMALIZATIONS = ("volume_zscore", "none")
 
 
 @dataclass(frozen=True)
@@ -24,8 +30,9 @@ class ReadSpec:
     """How files become model inputs.
 
     Args:
-        channels: 1 reads gray, 3 reads RGB (a gray file is repeated, an RGB file averaged
-            to gray only when `channels` is 1).
+        channels: of 2D files, 1 reads gray, 3 reads RGB (a gray file is repeated, an RGB
+            file averaged to gray only when `channels` is 1); of volumes, the channels a
+            case has (its channel files, or a 4D file's fourth axis), read as they are.
         size_policy: `"pad"` zero-pads each image, centred, to `image_size` (or, without one,
             up to multiples of `size_multiple`); the padding is cut off again at inference.
             `"resize"` resizes to `image_size` (images bilinear, masks nearest neighbour).
@@ -34,12 +41,17 @@ class ReadSpec:
         normalize: `"scale01"` divides by the type's maximum (255 for 8-bit); `"zscore"`
             standardises each image; `"group_zscore"` standardises with the statistics of all
             images of the same group (the patient), the robust choice when scanners or
-            patients differ in brightness; `"none"` keeps raw values.
+            patients differ in brightness; `"volume_zscore"` standardises each channel of a
+            volume with its own statistics (`flexseg.data.volumes.normalized`: MRI as
+            nnU-Net does it); `"none"` keeps raw values. Volumes take only the last two.
         clip_percentiles: (low, high) percentiles to clip intensities at before z-scoring,
             or None.
         ignore_zero: compute z-score statistics over non-zero pixels only (the background of
             skull-stripped MRI is exactly zero and would dominate them).
         max_pixels: the most pixels a file's header may declare (see `flexseg.data.files`).
+        context_slices: of a slice of a volume, the neighbouring slices on each side read
+            as further channels (2.5D): the model sees `channels * (2 * context_slices + 1)`.
+        max_voxels: the most voxels a volume's header may declare.
     """
 
     # The defaults of the `dataset` config too.
@@ -51,10 +63,16 @@ class ReadSpec:
     clip_percentiles: tuple[float, float] | None = None
     ignore_zero: bool = True
     max_pixels: int = MAX_PIXELS
+    context_slices: int = 0
+    max_voxels: int = volumes.MAX_VOXELS
 
     def __post_init__(self):
-        if self.channels not in CHANNELS:
-            raise ConfigError(f"dataset.channels must be 1 or 3. Received: {self.channels!r}")
+        if self.channels < 1:
+            raise ConfigError(f"dataset.channels must be >= 1. Received: {self.channels!r}")
+        if self.context_slices < 0:
+            raise ConfigError(
+                f"dataset.context_slices must be >= 0. Received: {self.context_slices!r}"
+            )
         if self.size_policy not in SIZE_POLICIES:
             raise ConfigError(
                 f"dataset.size_policy must be one of {SIZE_POLICIES}. "
@@ -100,7 +118,59 @@ def read_image(
     path = Path(path)
     data, header = read_checked(path, max_pixels, "image")
     image = in_place(readers.by_name(header.format).image(data, header, path), index, path)
-    return image if channels is None else convert_channels(image, channels)
+    return image if channels is None else convert_channels(image, channels, path)
+
+
+def read_sample(sample: Sample, spec: ReadSpec) -> np.ndarray:
+    """A sample's image as (H, W, C): a 2D file by `read_image`, a slice of a volume (with
+    its `context_slices` neighbours as further channels) from the case's channel volumes,
+    normalised by `spec.normalize` (`flexseg.data.volumes.normalized`).
+
+    Raises:
+        DataError: naming the file: unreadable, a normalisation that does not fit the
+            kind of file, channel files off the first one's grid, or a channel count other
+            than `spec.channels`.
+    """
+    if not sample.volume:
+        if spec.normalize == "volume_zscore":
+            raise DataError(
+                f"dataset.normalize=volume_zscore standardises volumes, but {sample.image} is a "
+                "2D image; use zscore or group_zscore."
+            )
+        return read_image(sample.image, spec.channels, spec.max_pixels, sample.index)
+    if spec.normalize not in VOLUME_NORMALIZATIONS:
+        raise DataError(
+            f"{sample.image} is a volume and dataset.normalize={spec.normalize} is for 2D "
+            "images; set dataset.normalize=volume_zscore (or none for raw intensities)."
+        )
+    first = volumes.geometry(sample.image, "image", spec.max_voxels)
+    parts = []
+    for path in sample.images:
+        if path != sample.image:
+            why = first.same_grid(volumes.geometry(path, "image", spec.max_voxels))
+            if why:
+                raise DataError(
+                    f"channel file {path} has {why} of {sample.image}; the channels of a case "
+                    "must lie on one grid (resample them onto the first)."
+                )
+        voxels = volumes.normalized(
+            path, spec.normalize, spec.clip_percentiles, spec.ignore_zero, spec.max_voxels
+        )
+        if len(sample.images) > 1 and voxels.shape[-1] > 1:
+            raise DataError(
+                f"channel file {path} has {voxels.shape[-1]} channels on a fourth axis, and its "
+                "case keeps one channel per file; save each channel as a 3D volume."
+            )
+        parts.append(volumes.cut(voxels, sample.axis, sample.index, spec.context_slices))
+    image = np.concatenate(parts, -1)
+    found = image.shape[-1] // (2 * spec.context_slices + 1)
+    if found != spec.channels:
+        files = ", ".join(p.name for p in sample.images)
+        raise DataError(
+            f"case {sample.case} has {found} channel(s) ({files}) but dataset.channels="
+            f"{spec.channels}; set dataset.channels={found}."
+        )
+    return image
 
 
 def in_place(pixels: np.ndarray, index: int | None, path: Path) -> np.ndarray:
@@ -114,10 +184,15 @@ def in_place(pixels: np.ndarray, index: int | None, path: Path) -> np.ndarray:
     return pixels[index]
 
 
-def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
+def convert_channels(image: np.ndarray, channels: int, path: str | Path = "") -> np.ndarray:
     """(H, W, C) -> (H, W, channels): RGB averaged to gray, gray repeated to RGB."""
     if image.shape[-1] == channels:
         return image
+    if channels not in PICTURE_CHANNELS:
+        raise DataError(
+            f"image {path} has {image.shape[-1]} channel(s) and dataset.channels={channels}; "
+            "2D files are read as gray (1) or RGB (3)."
+        )
     if channels == 1:
         return image.mean(axis=-1, keepdims=True).astype(image.dtype)
     return np.repeat(image[..., :1], channels, axis=-1)
@@ -248,7 +323,7 @@ def normalize(image: np.ndarray, spec: ReadSpec, stats: IntensityStats | None = 
     `stats` are the group's statistics for `"group_zscore"`; `"zscore"` computes the image's.
     `"none"` returns the raw intensities again (e.g. 0-255), for models with `input_rescale`.
     """
-    if spec.normalize == "scale01":
+    if spec.normalize in ("scale01", "volume_zscore"):  # volume_zscore: done by read_sample
         return image
     if spec.normalize == "none":
         raise ConfigError("normalize='none' needs the raw scale; use `to_model_input`")

@@ -10,34 +10,51 @@ from typing import TypeVar
 
 import numpy as np
 
-from flexseg.data import readers
+from flexseg.data import layouts, readers, volumes
+from flexseg.data.layouts import Case
 from flexseg.data.pairing import Pair, find_pairs
 from flexseg.data.splits import SPLITS, fold_groups, group_of, split_groups
 from flexseg.errors import ConfigError, DataError
 
 T = TypeVar("T")
 # flat: root/{images,masks} and a split rule | splits: root/{train,valid,test}/{images,masks}
-LAYOUTS = ("flat", "splits")
+# nnunet: nnU-Net v2's raw folder | msd: the Decathlon's | auto: told by the folder
+LAYOUTS = ("auto", "flat", "splits", "nnunet", "msd")
 
 
 @dataclass(frozen=True)
 class Sample:
     """One image, its mask (None at inference) and its group (the patient).
 
-    `index` is the sample's place in its files: None for the whole file (a 2D image), or the
-    position of one slice along the first axis of a volume.
+    A slice of a volume has its `index` along `axis` of the volume in RAS order
+    (`flexseg.data.volumes`), its case's name and any further channel files (nnU-Net keeps
+    one file per channel); a 2D image has none of them. `index` without `axis` is a slice
+    along the first axis of a multi-page file.
     """
 
     image: Path
     mask: Path | None
     group: str
     index: int | None = None
+    axis: int | None = None
+    case: str | None = None
+    channels: tuple[Path, ...] = ()
+
+    @property
+    def images(self) -> tuple[Path, ...]:
+        """The sample's image files, in channel order."""
+        return (self.image, *self.channels)
 
     @property
     def name(self) -> str:
-        """The file's stem, and the slice's position for a slice of a volume."""
-        stem = readers.stem_of(self.image)
+        """The case's or file's name, and the slice's position for a slice of a volume."""
+        stem = self.case or readers.stem_of(self.image)
         return stem if self.index is None else f"{stem}_z{self.index:03d}"
+
+    @property
+    def volume(self) -> bool:
+        """Whether the sample is a slice of a volume."""
+        return self.axis is not None
 
 
 @dataclass(frozen=True)
@@ -73,17 +90,32 @@ class Source:
             folder for the splits layout).
         mask_suffix: text after the image's stem in each mask's stem (`a.png`, `a_mask.png`).
         group_regex: its first capture group is the group (the patient) of a file name;
-            None makes each file its own group.
-        split: the split rule of the flat layout.
+            None makes each file its own group (required for 2D files of the flat layout;
+            volumes are each their case's group).
+        split: the split rule of the flat, nnunet and msd layouts.
+        slice_axis: the axis of RAS order that volumes are cut along into the slices a 2D
+            model sees, one of `volumes.SLICE_AXES` ("auto": the coarsest spacing).
+        max_voxels: the most voxels a volume header may declare.
     """
 
     root: str | Path
-    layout: str = "flat"
+    layout: str = "auto"
     images_dir: str = "images"
     masks_dir: str = "masks"
     mask_suffix: str = ""
     group_regex: str | None = None
     split: SplitRule = field(default_factory=SplitRule)
+    slice_axis: str = "auto"
+    max_voxels: int = volumes.MAX_VOXELS
+
+    def __post_init__(self):
+        if str(self.slice_axis) not in volumes.SLICE_AXES:
+            raise ConfigError(
+                f"dataset.slice_axis must be one of {volumes.SLICE_AXES}. "
+                f"Received: {self.slice_axis!r}"
+            )
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"dataset.layout must be one of {LAYOUTS}. Received: {self.layout!r}")
 
 
 def natural_key(name: str) -> list:
@@ -131,12 +163,13 @@ def find_samples(
         return result
 
     rule = source.split
-    if rule.folds and (source.layout == "splits" or rule.holdout_fraction):
+    layout = layouts.detect(root) if source.layout == "auto" else source.layout
+    if rule.folds and (layout == "splits" or rule.holdout_fraction):
         raise ConfigError(
             "dataset.split.folds deals whole groups into folds: it needs dataset.layout=flat "
             "and dataset.split.holdout_fraction=0."
         )
-    if source.layout == "splits":
+    if layout == "splits":
         if not (root / "train").exists():
             raise DataError(f"{root / 'train'} is missing; the splits layout needs train/.")
         return checked(
@@ -145,12 +178,18 @@ def find_samples(
                 for s in SPLITS
             }
         )
-    if not regex:
-        raise ConfigError(
-            "dataset.group_regex is required for the flat layout: a regex whose first group "
-            "is the patient id of a file name, e.g. '^(p\\d+)_'."
-        )
-    samples = folder_samples(source, root, found_problems)
+    if layout == "nnunet":
+        cases = layouts.nnunet_cases(root, "imagesTr", "labelsTr", found_problems)
+        samples = case_samples(cases, source, found_problems)
+    elif layout == "msd":
+        samples = case_samples(layouts.msd_cases(root, found_problems), source, found_problems)
+    else:
+        if not regex and not _holds_volumes(root / source.images_dir):
+            raise ConfigError(
+                "dataset.group_regex is required for the flat layout: a regex whose first "
+                "group is the patient id of a file name, e.g. '^(p\\d+)_'."
+            )
+        samples = folder_samples(source, root, found_problems)
     split_seed = seed if rule.seed is None else rule.seed
     try:
         assignment = split_groups(
@@ -218,20 +257,81 @@ def folder_samples(
         folder / source.images_dir, folder / source.masks_dir, source.mask_suffix
     )
     problems.extend(trouble)
+    pictures = [pair for pair in found if not readers.is_volume(pair.image)]
+    cases = [Case(p.name, (p.image,), p.mask) for p in found if readers.is_volume(p.image)]
+    if pictures and cases:
+        problems.append(
+            f"{folder / source.images_dir} holds both 2D images ({pictures[0].image.name}) "
+            f"and volumes ({cases[0].images[0].name}); keep one kind in a data set."
+        )
+        return []
+    if cases:
+        return case_samples(cases, source, problems, key)
     samples, unmatched = [], []
-    for pair in found:
+    for pair in pictures:
         try:
             samples.append(_sample(pair, regex))
         except DataError:
             unmatched.append(pair.name)
-    if unmatched:
-        more = len(unmatched) - 5
-        shown = ", ".join(unmatched[:5]) + (f" and {more} more" if more > 0 else "")
+    _unmatched(unmatched, regex, key, problems)
+    return samples
+
+
+def case_samples(
+    cases: Sequence[Case],
+    source: Source,
+    problems: list[str],
+    key: str = "dataset.group_regex",
+) -> list[Sample]:
+    """The slices of each case's volumes along the source's slice axis, grouped by
+    `source.group_regex` on the case name (None: each case its own group). A case whose
+    first image's header cannot be read is a problem; its slices are left out."""
+    regex = source.group_regex
+    shapes, spacings, unmatched = {}, [], []
+    for case in cases:
+        try:
+            place = volumes.geometry(case.images[0], "image", source.max_voxels)
+        except DataError as error:
+            problems.append(str(error))
+            continue
+        shapes[case.name] = place.shape
+        spacings.append(place.spacing)
+    axis = volumes.slice_axis(str(source.slice_axis), spacings)
+    samples = []
+    for case in cases:
+        if case.name not in shapes:
+            continue
+        try:
+            group = group_of(case.name, regex) if regex else case.name
+        except DataError:
+            unmatched.append(case.name)
+            continue
+        image, *channels = case.images
+        samples += [
+            Sample(image, case.label, group, index, axis, case.name, tuple(channels))
+            for index in range(shapes[case.name][axis])
+        ]
+    _unmatched(unmatched, regex, key, problems)
+    return samples
+
+
+def _unmatched(names: list[str], regex: str | None, key: str, problems: list[str]) -> None:
+    if names:
+        more = len(names) - 5
+        shown = ", ".join(names[:5]) + (f" and {more} more" if more > 0 else "")
         problems.append(
             f"group regex {regex!r} does not match the file name(s) {shown}; fix "
             f"{key} so that it captures the patient id of every file."
         )
-    return samples
+
+
+def _holds_volumes(folder: Path) -> bool:
+    """Whether a folder's files are volumes (its first file of a known format is one)."""
+    if not folder.is_dir():
+        return False
+    known = (p for p in sorted(folder.iterdir()) if readers.suffix_of(p) is not None)
+    first = next(known, None)
+    return first is not None and readers.is_volume(first)
 
 
 def _sample(pair: Pair, regex: str | None) -> Sample:

@@ -23,9 +23,10 @@ import numpy as np
 
 from flexseg.config.parse import parse
 from flexseg.config.schema import SPLITS, DatasetConfig, EvaluateConfig, LabelledDataConfig
+from flexseg.data import volumes as volume_files
 from flexseg.data.checks import scan_samples
-from flexseg.data.masks import ColorMap, decode_mask
-from flexseg.data.reading import read_image, stand_in, stand_in_problem
+from flexseg.data.masks import ColorMap, decode_sample_mask
+from flexseg.data.reading import read_sample, stand_in, stand_in_problem
 from flexseg.data.sources import Sample, by_group, folder_samples, natural_key
 from flexseg.errors import ConfigError, DataError, PreflightError
 from flexseg.from_config import colormap_of, find_samples, read_spec, source_of
@@ -40,6 +41,7 @@ from flexseg.metrics import (
     lesion_counts,
     lesion_f1,
     lesion_sizes,
+    mean_surface_distance,
 )
 from flexseg.models.inference import inference_dtype
 from flexseg.predict.ensembles import predictor_of, rule_of
@@ -50,6 +52,13 @@ from flexseg.progress import progress_bar
 from flexseg.runs import load_runs, results_dir
 
 WORST = 5  # volumes listed by lowest Dice
+# A volume's scores from its spacing, and the summary's names for their means over cases.
+MM_MEANS = {
+    "hd95_mm": "hd95_volume_mean_mm",
+    "msd_mm": "msd_volume_mean_mm",
+    "fg_ml_true": "fg_ml_true_volume_mean",
+    "fg_ml_pred": "fg_ml_pred_volume_mean",
+}
 # The numbers an evaluation leads with, in the order commands print them.
 HEADLINE = (
     "fg_dice",
@@ -103,8 +112,9 @@ def evaluate_samples(
     ordered = sorted(samples, key=lambda s: natural_key(s.name))
 
     def read(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        truth, _ = decode_mask(sample.mask, num_classes, colormap, spec.max_pixels, sample.index)
-        raw = read_image(sample.image, spec.channels, spec.max_pixels, sample.index)
+        limits = spec.max_pixels, spec.max_voxels
+        truth, _ = decode_sample_mask(sample, num_classes, colormap, *limits)
+        raw = read_sample(sample, spec)
         return (raw if stand_in_channel is None else stand_in(raw, stand_in_channel)), truth
 
     members = by_group(ordered, lambda sample: sample.group)
@@ -120,7 +130,10 @@ def evaluate_samples(
         pred = classes(probs, rule)
         counts = counts_np(truth, pred, num_classes)
         total += counts
-        volume = volumes.setdefault(sample.group, {"counts": 0, "truth": [], "pred": []})
+        # a volume: a case's slices, or a group's 2D images
+        volume = volumes.setdefault(
+            sample.case or sample.group, {"counts": 0, "truth": [], "pred": [], "sample": sample}
+        )
         volume["counts"] = volume["counts"] + counts
         volume["truth"].append(truth > 0)
         volume["pred"].append(pred > 0)
@@ -155,6 +168,7 @@ def evaluate_samples(
         per_volume[group] = {
             "images": len(truth),
             "fg_dice": fg_dice_np(volume["counts"]),
+            **(_in_mm(volume, names, *stacked) if volume["sample"].volume else {}),
             "hd95_px": distance,
             "has_foreground": any(t.any() for t in truth),
             "predicted_foreground": any(p.any() for p in pred),
@@ -168,6 +182,11 @@ def evaluate_samples(
             "lesion_f1": lesion_f1(lesions),
         }
     volume_dice = [v["fg_dice"] for v in per_volume.values()]
+    in_mm = {}  # of volumes: the means over cases of their scores in mm and mL
+    for key, mean in MM_MEANS.items():
+        values = [v[key] for v in per_volume.values() if not math.isnan(v.get(key, math.nan))]
+        if any(key in v for v in per_volume.values()):
+            in_mm[mean] = float(np.mean(values)) if values else float("nan")
     volume_hd = [v["hd95_px"] for v in per_volume.values() if not math.isnan(v["hd95_px"])]
     with_fg = [r["fg_dice"] for r in rows if r["has_foreground"]]
     dice, iou = dice_np(total), iou_np(total)
@@ -185,6 +204,7 @@ def evaluate_samples(
         "fg_dice_volume_mean": float(np.mean(volume_dice)),
         "fg_dice_volume_median": float(np.median(volume_dice)),
         "hd95_volume_mean_px": float(np.mean(volume_hd)) if volume_hd else float("nan"),
+        **in_mm,
         "hd95_volumes_undefined": len(per_volume) - len(volume_hd),
         "volumes_with_foreground": sum(v["has_foreground"] for v in per_volume.values()),
         # volumes with foreground where the model predicted none at all
@@ -210,6 +230,23 @@ def evaluate_samples(
         "per_volume": per_volume,
     }
     return summary, rows
+
+
+def _in_mm(volume: dict, names: Sequence[str], truth: np.ndarray, pred: np.ndarray) -> dict:
+    """A case's scores in millimetres and millilitres, from its spacing: HD95 and mean
+    surface distance of the foreground, its volume in the truth and the prediction, and the
+    Dice of each class. `truth`, `pred` are its slices stacked (slice axis first)."""
+    sample = volume["sample"]
+    spacing = volume_files.geometry(sample.image).spacing
+    stacked = (spacing[sample.axis], *(s for a, s in enumerate(spacing) if a != sample.axis))
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    return {
+        "hd95_mm": hd95(truth, pred, stacked),
+        "msd_mm": mean_surface_distance(truth, pred, stacked),
+        "fg_ml_true": float(truth.sum()) * voxel_ml,
+        "fg_ml_pred": float(pred.sum()) * voxel_ml,
+        **{f"dice_{n}": float(d) for n, d in zip(names, dice_np(volume["counts"]), strict=True)},
+    }
 
 
 class LossMean:

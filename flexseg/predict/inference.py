@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flexseg.config.parse import parse
 from flexseg.config.schema import InferConfig
+from flexseg.data import readers, volumes
 from flexseg.data.checks import input_problems
 from flexseg.data.masks import ColorMap
 from flexseg.data.splits import group_of
@@ -15,6 +16,7 @@ from flexseg.from_config import colormap_of, read_spec
 from flexseg.models.inference import inference_dtype
 from flexseg.predict.ensembles import predictor_of, rule_of
 from flexseg.predict.reading import find_inputs
+from flexseg.predict.volumes import input_cases, predict_volumes
 from flexseg.predict.writers import predict_files
 from flexseg.runs import load_runs, results_dir
 
@@ -29,7 +31,9 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
 
     Images of one group (the dataset's `group_regex` on the file name) share intensity
     statistics, as in training; `overwrite`, `tta`, `batch_size` and `save_probabilities`
-    apply.
+    apply. Volumes (NIfTI, NRRD, MetaImage; a case's channel files named `<case>_0000`,
+    `<case>_0001`, ...) are predicted slice by slice along the run's slice axis into
+    `<output>/<case>.nii.gz` on each case's own grid (`flexseg.predict.volumes`).
 
     Args:
         cfg: an `InferConfig`, or a dict of the same keys.
@@ -40,7 +44,20 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
     dataset = run.cfg.dataset
     spec = read_spec(dataset, run.model.size_multiple)
     images = find_inputs(cfg.input)
-    problems = input_problems(images, spec.max_pixels)
+    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, inference_dtype(cfg.precision))
+    output = Path(cfg.output) if cfg.output else results_dir(runs) / "predictions"
+    if any(readers.is_volume(path) for path in images):
+        cases = input_cases(images, dataset.channels)
+        problems = input_problems([p for case in cases for p in case.images], spec)
+        if problems:
+            raise PreflightError(problems, "nothing was predicted")
+        axis = volumes.slice_axis(
+            dataset.slice_axis, [volumes.geometry(case.images[0]).spacing for case in cases]
+        )
+        return predict_volumes(
+            predictor, cases, output, axis, cfg.overwrite, cfg.save_probabilities, rule_of(runs)
+        )
+    problems = input_problems(images, spec)
     if problems:
         raise PreflightError(problems, "nothing was predicted")
     groups: dict[Path, str] = {}
@@ -51,9 +68,7 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
             )
         except DataError:
             groups[path] = path.stem  # a file of no known group is its own group
-    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, inference_dtype(cfg.precision))
     colormap = colormap_of(dataset) or ColorMap.default(dataset.num_classes)
-    output = Path(cfg.output) if cfg.output else results_dir(runs) / "predictions"
     return predict_files(
         predictor,
         images,

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from flexseg.data.pairing import list_images
-from flexseg.data.reading import ReadSpec, convert_channels, intensity_stats, read_image, to_unit
+from flexseg.data.reading import ReadSpec, convert_channels, intensity_stats, read_sample, to_unit
 from flexseg.data.sources import Sample
 from flexseg.errors import DataError
 
@@ -70,7 +70,7 @@ def grouped_reads(
         datas = list(read_ahead(read, items))
         images = [convert_channels(image_of(d), spec.channels) for d in datas]
         for sample in (others or {}).get(group, []):
-            images.append(read_image(sample.image, spec.channels, spec.max_pixels, sample.index))
+            images.append(read_sample(sample, spec))
         stats = intensity_stats((to_unit(image)[0] for image in images), spec)
         for item, data in zip(items, datas, strict=True):
             yield item, data, stats

@@ -6,12 +6,22 @@ every backend: those tests are marked `once` and run on one backend (scripts/run
 from __future__ import annotations
 
 import csv
+import gzip
 
+import nibabel as nib
 import numpy as np
 import pytest
 import yaml
 
-from tests.helpers import TRAIN_VALID_SPLIT, huge_header, make_flat_dataset, run_cli, write_png
+from tests.helpers import (
+    TRAIN_VALID_SPLIT,
+    huge_header,
+    make_flat_dataset,
+    make_volume_dataset,
+    run_cli,
+    write_nifti,
+    write_png,
+)
 
 SWEEP_RUN = [
     "dataset.image_size=[16,16]",
@@ -128,6 +138,64 @@ def test_check_names_every_hostile_file_in_one_report_and_exits_2(tmp_path):
                  "p02_z002.png"):  # fmt: skip
         assert name in result.stderr, name
     assert "40000x40000" in result.stderr and "lie inside regions" in result.stderr
+
+
+@pytest.mark.once
+def test_check_names_every_bad_volume_in_one_report_and_exits_2(tmp_path):
+    """An nnU-Net folder of valid cases and one case per bad-volume class: each bad file is
+    named in one report, the valid ones are not."""
+    data = tmp_path / "data"
+    names = [f"p{k:02d}" for k in range(1, 15)]
+    make_volume_dataset(data, names, shape=(12, 10, 6))
+    images, labels = data / "imagesTr", data / "labelsTr"
+    shape, box = (12, 10, 6), np.zeros((12, 10, 6), np.uint8)
+    box[2:6, 2:6, 1:4] = 1
+    nan = np.full(shape, 300, np.float32)
+    nan[3, 3, 3] = np.nan
+    write_nifti(images / "p03_0000.nii.gz", nan)
+    write_nifti(labels / "p04.nii.gz", box * np.float32(0.5))
+    write_nifti(labels / "p05.nii.gz", np.stack([box, box], -1))
+    write_nifti(labels / "p06.nii.gz", np.ones((12, 10, 7), np.uint8))
+    write_nifti(labels / "p07.nii.gz", box, np.diag([1.0, 1.0, 3.0, 1.0]))
+    write_nifti(labels / "p08.nii.gz", np.zeros(shape, np.uint8))
+    write_nifti(labels / "p09.nii.gz", box * 4)
+    header = nib.Nifti1Header()
+    header.set_data_shape((2048, 2048, 2048))
+    (images / "p10_0000.nii.gz").write_bytes(gzip.compress(header.binaryblock + bytes(4)))
+    cut = images / "p11_0001.nii.gz"
+    cut.write_bytes(cut.read_bytes()[:300])
+    corrupt = labels / "p12.nii.gz"
+    corrupt.write_bytes(corrupt.read_bytes()[:-8] + bytes(8))
+    write_nifti(images / "p13_0001.nii.gz", np.ones((*shape, 2), np.float32))
+    write_nifti(images / "p14_0001.nii.gz", np.ones((12, 11, 6), np.float32))
+    result = run_cli(
+        "check",
+        "experiment=demo_volumes",
+        f"dataset.root={data}",
+        "dataset.split.groups=null",
+        "++dataset.split.fractions={train:1.0}",
+        "dataset.max_voxels=1000000",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    expected = {
+        "imagesTr/p03_0000.nii.gz": "NaN or infinite",
+        "labelsTr/p04.nii.gz": "not whole numbers",
+        "labelsTr/p05.nii.gz": "has 4 axes",
+        "labelsTr/p06.nii.gz": "shape [12, 10, 7]",
+        "labelsTr/p07.nii.gz": "an affine that places its voxels",
+        "labelsTr/p08.nii.gz": "is empty",
+        "labelsTr/p09.nii.gz": "class id 4",
+        "imagesTr/p10_0000.nii.gz": "2048 x 2048 x 2048 voxels",
+        "imagesTr/p11_0001.nii.gz": "truncated",
+        "labelsTr/p12.nii.gz": "corrupt",
+        "imagesTr/p13_0001.nii.gz": "one channel per file",
+        "imagesTr/p14_0001.nii.gz": "shape [12, 11, 6]",
+    }
+    lines = result.stderr.splitlines()
+    for name, what in expected.items():
+        assert any(name in line and what in line for line in lines), (name, result.stderr)
+    assert "p01" not in result.stderr and "p02" not in result.stderr
 
 
 @pytest.mark.once

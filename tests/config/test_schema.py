@@ -110,7 +110,7 @@ def test_parse_fills_defaults_and_converts_nested_sections():
         ({"trainer": {"compile_cache": " "}}, "trainer.compile_cache must be auto, none or a"),
         ({"trainer": {"resume": "yes"}}, "trainer.resume must be one of ('never', 'auto')"),
         ({"trainer": {"reduce_lr": {"patience": 2.5}}}, "trainer.reduce_lr.patience must be"),
-        ({"dataset": {**DATASET, "channels": 2}}, "dataset.channels must be one of (1, 3)"),
+        ({"dataset": {**DATASET, "channels": 0}}, "dataset.channels must be >= 1"),
         ({"dataset": {**DATASET, "image_size": [64]}}, "dataset.image_size must be [height"),
         ({"dataset": {**DATASET, "split": {"holdout_fraction": 1}}}, "dataset.split.holdout"),
         ({"dataset": {"name": "x"}}, "dataset.root is required"),

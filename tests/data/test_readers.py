@@ -16,7 +16,8 @@ from tests.helpers import encoded, write_png
 @pytest.mark.parametrize(
     ("name", "suffix", "stem"),
     [("p07_z026.png", ".png", "p07_z026"), ("a.b.JPEG", ".jpeg", "a.b"), ("x.tif", ".tif", "x"),
-     ("notes.txt", None, "notes")],
+     ("notes.txt", None, "notes"), ("p07_0001.nii.gz", ".nii.gz", "p07_0001"),
+     ("scan.nii", ".nii", "scan"), ("ct.mha", ".mha", "ct")],
 )  # fmt: skip
 def test_a_file_name_gives_its_format_suffix_and_stem(name, suffix, stem):
     assert readers.suffix_of(name) == suffix
@@ -31,12 +32,18 @@ def test_each_format_is_known_by_its_first_bytes():
         assert reader.name == name and readers.by_name(name) is reader
         header = reader.header(data)
         assert (header.format, header.width, header.height) == (name, 16, 12)
-    with pytest.raises(DataError, match=r"not a PNG, JPEG, TIFF or BMP file \(it starts with"):
+    with pytest.raises(
+        DataError, match=r"not a PNG, JPEG, TIFF, BMP, NIFTI, NRRD or METAIMAGE file \(it starts"
+    ):
         readers.reader_for(b"GIF89a....")
 
 
 def test_every_reader_is_registered_with_its_names():
-    assert readers.suffixes() == (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+    assert readers.suffixes() == (
+        *(".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"),
+        *(".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd"),
+    )
+    assert [r.name for r in readers.READERS if r.volume] == ["nifti", "nrrd", "metaimage"]
     assert all(isinstance(r, readers.Reader) and r.magic and r.suffixes for r in readers.READERS)
 
 

@@ -89,7 +89,8 @@ def test_zscore_over_nonzero_pixels_with_clipping():
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
-        (dict(channels=2), "dataset.channels"),
+        (dict(channels=0), "dataset.channels"),
+        (dict(context_slices=-1), "dataset.context_slices"),
         (dict(size_policy="crop"), "dataset.size_policy"),
         (dict(size_policy="resize"), "dataset.image_size"),
         (dict(normalize="minmax"), "dataset.normalize"),

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flexseg.data.readers.base import Header, PictureReader, Reader
+from flexseg.data.readers.base import Header, PictureReader, Reader, VolumeReader
 from flexseg.data.readers.bmp import BmpReader
+from flexseg.data.readers.itk import MetaImageReader, NrrdReader
 from flexseg.data.readers.jpeg import JpegReader
+from flexseg.data.readers.nifti import NiftiReader
 from flexseg.data.readers.png import PngReader
 from flexseg.data.readers.tiff import TiffReader
 from flexseg.errors import DataError
@@ -20,6 +22,9 @@ READERS: tuple[Reader, ...] = (
     JpegReader(),
     TiffReader(),
     BmpReader(),
+    NiftiReader(),
+    NrrdReader(),
+    MetaImageReader(),
 )
 
 
@@ -41,6 +46,12 @@ def stem_of(path: str | Path) -> str:
     name = Path(path).name
     suffix = suffix_of(path)
     return name[: len(name) - len(suffix)] if suffix else Path(path).stem
+
+
+def is_volume(path: str | Path) -> bool:
+    """Whether a file's name is that of a volume format (NIfTI, NRRD, MetaImage)."""
+    suffix = suffix_of(path)
+    return any(reader.volume and suffix in reader.suffixes for reader in READERS)
 
 
 def reader_for(data: bytes) -> Reader:
@@ -80,7 +91,9 @@ __all__ = [
     "Header",
     "PictureReader",
     "Reader",
+    "VolumeReader",
     "by_name",
+    "is_volume",
     "read_header",
     "reader_for",
     "stem_of",

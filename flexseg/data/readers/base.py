@@ -12,6 +12,7 @@ or strip beyond the end of the file) or corrupt (a PNG chunk whose CRC does not 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -27,16 +28,30 @@ from flexseg.errors import DataError
 class Header:
     """A file's format (its reader's `name`), its size as the header declares it, and pixel
     data the header points to beyond the end of the file (checked after the size, which says
-    more)."""
+    more). A volume's header also gives its whole `shape` in the file's axis order (x, y, z,
+    then any further axes), `dtype`, the type its voxels are stored as, and `needed_bytes`,
+    the size the file must have at least (where the header alone tells it)."""
 
     format: str
     width: int
     height: int
     missing: str | None = None
+    shape: tuple[int, ...] = ()
+    dtype: str = ""
+    needed_bytes: int | None = None
+
+    @property
+    def voxels(self) -> int:
+        """The values the header declares: voxels of every channel of a volume, pixels of a
+        picture."""
+        return math.prod(self.shape) if self.shape else self.width * self.height
 
 
 class Reader:
     """One file format: how its files are known, checked whole and decoded.
+
+    `volume` formats (NIfTI, NRRD, MetaImage) are read whole by `VolumeReader.read` and cut
+    into slices by `flexseg.data.volumes`; 2D formats by `image` and `mask`.
 
     A format is one module that defines a subclass and one line of
     `flexseg.data.readers.READERS` that lists an instance.
@@ -45,6 +60,7 @@ class Reader:
     name: ClassVar[str] = ""  # the format, e.g. "png": `Header.format` of its files
     suffixes: ClassVar[tuple[str, ...]] = ()  # file names it reads, lower case: (".png",)
     magic: ClassVar[tuple[bytes, ...]] = ()  # the first bytes of its files
+    volume: ClassVar[bool] = False  # a 3D format, read by `VolumeReader.read`
 
     def recognises(self, data: bytes) -> bool:
         """Whether `data` (a file's bytes) is of this format."""
@@ -116,3 +132,40 @@ class PictureReader(Reader):
             raise DataError(
                 f"cannot read mask {path}: {error}; replace or remove the file."
             ) from error
+
+
+class VolumeReader(Reader):
+    """A volume format: a file (and the files it names) read whole into its voxels and the
+    affine that places them in millimetres, by `flexseg.data.volumes`."""
+
+    volume = True
+
+    def header(self, data: bytes) -> Header:
+        """The shape and type a file's header declares, from its first bytes (at least the
+        first 64 KiB of the file, or all of it)."""
+        raise NotImplementedError
+
+    def affine(self, path: Path, data: bytes) -> np.ndarray:
+        """The 4 x 4 affine from voxel indices to RAS millimetres, from the header (`data`:
+        the file's first bytes, as `header` takes them).
+
+        Raises:
+            DataError: a header that does not place the voxels, for the caller to name the
+                file.
+        """
+        raise NotImplementedError
+
+    def read(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """The voxels in the file's own axis order (x, y, z, then channels) and type (scaled
+        as its header says), and the 4 x 4 affine from voxel indices to RAS millimetres.
+
+        Raises:
+            DataError: the file is cut short, corrupt or names a data file that is missing,
+                for the caller to name it.
+        """
+        raise NotImplementedError
+
+    def image(self, data: bytes, header: Header, path: Path) -> np.ndarray:
+        raise DataError(f"{path} is a volume: read it with flexseg.data.volumes")
+
+    mask = image

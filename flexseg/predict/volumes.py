@@ -1,0 +1,144 @@
+"""Predictions of volumes: each case's slices predicted by a 2D model and stacked, written as
+a NIfTI label volume on the case's own grid (its axis order, affine and header)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from flexseg.data import readers, volumes
+from flexseg.data.layouts import CHANNEL_FILE, Case
+from flexseg.data.reading import read_sample
+from flexseg.data.sources import Sample
+from flexseg.errors import DataError
+from flexseg.predict.postprocess import NONE, classes
+from flexseg.predict.predictor import Predictor
+from flexseg.predict.reading import read_ahead
+from flexseg.progress import progress_bar
+
+
+def input_cases(paths: Sequence[Path], channels: int) -> list[Case]:
+    """The cases of inference input volumes: with one channel each file (named `<case>` or
+    nnU-Net's `<case>_0000`), with several the files `<case>_0000`, `<case>_0001`, ...
+
+    Raises:
+        DataError: a case without all its channel files, or a file of no case, named.
+    """
+    by_case: dict[str, dict[int, Path]] = {}
+    strays = []
+    for path in paths:
+        stem = readers.stem_of(path)
+        match = CHANNEL_FILE.match(stem)
+        if match is None and channels == 1:
+            by_case.setdefault(stem, {})[0] = path
+        elif match is None:
+            strays.append(path)
+        else:
+            by_case.setdefault(match["case"], {})[int(match["channel"])] = path
+    problems = []
+    if strays:
+        problems.append(
+            f"input volume(s) {', '.join(p.name for p in strays[:5])} are not named "
+            f"<case>_<4-digit channel> (e.g. p01_0000.nii.gz), and the model reads {channels} "
+            "channel files per case; rename them as nnU-Net does."
+        )
+    cases = []
+    for name in sorted(by_case):
+        files = by_case[name]
+        if sorted(files) != list(range(channels)):
+            problems.append(
+                f"case {name} has channel file(s) {sorted(files)} but the model reads "
+                f"{channels} (0..{channels - 1}); give every channel file of the case."
+            )
+            continue
+        cases.append(Case(name, tuple(files[c] for c in range(channels)), None))
+    if problems:
+        raise DataError("; ".join(problems))
+    return cases
+
+
+def output_paths(case: str, output: Path, save_probabilities: bool) -> dict[str, Path]:
+    """Where a case's label volume (and probabilities) go."""
+    paths = {"mask": output / f"{case}.nii.gz"}
+    if save_probabilities:
+        paths["probabilities"] = output / "probabilities" / f"{case}.nii.gz"
+    return paths
+
+
+def predict_volumes(
+    predictor: Predictor,
+    cases: Sequence[Case],
+    output: str | Path,
+    axis: int,
+    overwrite: bool = False,
+    save_probabilities: bool = False,
+    rule: Mapping = NONE,
+) -> list[dict[str, Path]]:
+    """Predicts each case slice by slice along `axis` (of RAS order) and writes
+    `<output>/<case>.nii.gz`, class ids as uint8 on the case's grid; with
+    `save_probabilities` also `<output>/probabilities/<case>.nii.gz`, (X, Y, Z, K) float32 as
+    predicted (before the post-processing `rule`, which makes each slice's class ids).
+
+    Memory holds one case's class ids (and probabilities when saved) and the slices in
+    flight. Nothing is written if any target file exists and `overwrite` is False.
+    """
+    output = Path(output)
+    plan = {case.name: output_paths(case.name, output, save_probabilities) for case in cases}
+    existing = [str(p) for paths in plan.values() for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise DataError(
+            f"{len(existing)} prediction file(s) exist already, e.g. {existing[0]}; choose "
+            "another output folder or set overwrite=true."
+        )
+    for folder in {p.parent for paths in plan.values() for p in paths.values()}:
+        folder.mkdir(parents=True, exist_ok=True)
+    spec = predictor.spec
+    shapes = {
+        case.name: volumes.geometry(case.images[0], "image", spec.max_voxels).shape
+        for case in cases
+    }
+    progress = progress_bar(sum(shape[axis] for shape in shapes.values()), "predicting")
+    with ThreadPoolExecutor(1) as writer:
+        pending = []
+        for case in cases:
+            shape = shapes[case.name]
+            image, *channels = case.images
+            slices = [
+                Sample(image, None, case.name, index, axis, case.name, tuple(channels))
+                for index in range(shape[axis])
+            ]
+            labels = np.zeros(shape, np.uint8)
+            probs_volume = None
+            items = (
+                (raw, None, sample)
+                for sample, raw in zip(
+                    slices, read_ahead(lambda s: read_sample(s, spec), slices), strict=True
+                )
+            )
+            for probs, job in predictor.predict_many(items):
+                index = job.item.index
+                _place(labels, axis, index, classes(probs, rule))
+                if save_probabilities:
+                    if probs_volume is None:
+                        probs_volume = np.zeros((*shape, probs.shape[-1]), np.float32)
+                    _place(probs_volume, axis, index, probs)
+                progress.add(1)
+            pending.append(writer.submit(_write, plan[case.name], labels, probs_volume, image))
+        for future in pending:
+            future.result()
+    return [plan[case.name] for case in cases]
+
+
+def _place(volume: np.ndarray, axis: int, index: int, values: np.ndarray) -> None:
+    where = [slice(None)] * volume.ndim
+    where[axis] = index
+    volume[tuple(where)] = values
+
+
+def _write(paths: dict[str, Path], labels: np.ndarray, probs, like: Path) -> None:
+    volumes.write_labels(paths["mask"], labels, like)
+    if probs is not None:
+        volumes.write_labels(paths["probabilities"], probs, like, probabilities=True)
