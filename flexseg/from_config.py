@@ -61,13 +61,14 @@ def find_samples(
 
 def read_spec(dataset: DatasetConfig, size_multiple: int = 1) -> ReadSpec:
     """How the dataset's files become model inputs; `size_multiple` comes from the model."""
-    size, clip = dataset.image_size, dataset.clip_percentiles
+    size, clip, stats = dataset.image_size, dataset.clip_percentiles, dataset.intensity_stats
     return settings(
         ReadSpec,
         dataset,
         image_size=tuple(size) if size else None,
         size_multiple=size_multiple,
         clip_percentiles=tuple(clip) if clip else None,
+        intensity_stats=tuple(tuple(row) for row in stats) if stats else None,
     )
 
 

@@ -80,9 +80,10 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
         raise ConfigError(f"{path}: {error}") from error
 
 
-# Keys whose `auto` the training resolves and records in config.yaml (the slice axis of
-# volumes, chosen from their spacing): `auto` on resuming is the recorded value.
-RESOLVED = ("dataset.slice_axis",)
+# Keys whose `auto` (or null) the training resolves and records in config.yaml: the slice
+# axis of volumes, chosen from their spacing, and dataset_zscore's intensity statistics;
+# `auto` or null on resuming is the recorded value.
+RESOLVED = ("dataset.slice_axis", "dataset.intensity_stats")
 
 
 def check_same_config(run_dir: Path, cfg: TrainConfig) -> None:
@@ -91,7 +92,7 @@ def check_same_config(run_dir: Path, cfg: TrainConfig) -> None:
     changed = sorted(
         k for k in before.keys() | now.keys()
         if k != "trainer.resume" and before.get(k) != now.get(k)
-        and not (k in RESOLVED and now.get(k) == "auto")
+        and not (k in RESOLVED and now.get(k) in ("auto", None))
     )  # fmt: skip
     if changed:
         raise ConfigError(

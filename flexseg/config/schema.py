@@ -139,6 +139,10 @@ class DatasetConfig(Section):
         "[low, high], 0 <= low < high <= 100",
     )
     ignore_zero: bool = ReadSpec.ignore_zero  # z-score statistics over non-zero pixels only
+    # dataset_zscore (CT): [low, high, mean, std] per channel, clipped at low and high, then
+    # standardised; null: the training computes them from its cases' foreground voxels (0.5th
+    # and 99.5th percentiles, mean and std) and records them in the run's config.yaml
+    intensity_stats: list[list[float]] | None = None
     # Missing sequences: in training, each image has, with probability stand_in_p, all its
     # channels replaced by channel stand_in_channel, as a scan whose missing sequences were
     # filled with the one it has (lgg: FLAIR, channel 1); flexseg-evaluate stand_in_channel=1

@@ -91,11 +91,13 @@ def cache_key(
     """A hash of the files (paths, sizes, modification times) and of how they are read."""
     files = []
     for sample in samples:
-        for path in (sample.image, sample.mask):
+        for path in (*sample.images, sample.mask):
             stat = os.stat(path)
             files.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
         if sample.index is not None:  # a slice of a volume: the same key as before otherwise
             files.append(sample.index)
+        if sample.axis is not None:
+            files.append(sample.axis)
     colors = None
     if colormap is not None:
         colors = [[c.id, list(c.color)] for c in colormap.classes] + [colormap.tolerance]

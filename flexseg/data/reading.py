@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
 PICTURE_CHANNELS = (1, 3)  # what 2D files are read as: gray, or RGB
 SIZE_POLICIES = ("pad", "resize")
-NORMALIZATIONS = ("scale01", "zscore", "group_zscore", "volume_zscore", "none")
+NORMALIZATIONS = ("scale01", "zscore", "group_zscore", "volume_zscore", "dataset_zscore", "none")
 # what volumes may be normalised with (the others assume a picture's 0..max range)
-VOLUME_NORMALIZATIONS = ("volume_zscore", "none")
+VOLUME_NORMALIZATIONS = ("volume_zscore", "dataset_zscore", "none")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,9 @@ class ReadSpec:
             images of the same group (the patient), the robust choice when scanners or
             patients differ in brightness; `"volume_zscore"` standardises each channel of a
             volume with its own statistics (`flexseg.data.volumes.normalized`: MRI as
-            nnU-Net does it); `"none"` keeps raw values. Volumes take only the last two.
+            nnU-Net does it); `"dataset_zscore"` clips and standardises each channel with
+            `intensity_stats` of the whole data set (CT, whose intensities mean the same in
+            every scan); `"none"` keeps raw values. Volumes take only the last three.
         clip_percentiles: (low, high) percentiles to clip intensities at before z-scoring,
             or None.
         ignore_zero: compute z-score statistics over non-zero pixels only (the background of
@@ -52,6 +54,8 @@ class ReadSpec:
         context_slices: of a slice of a volume, the neighbouring slices on each side read
             as further channels (2.5D): the model sees `channels * (2 * context_slices + 1)`.
         max_voxels: the most voxels a volume's header may declare.
+        intensity_stats: of `"dataset_zscore"`, one (low, high, mean, std) per channel
+            (`flexseg.data.volumes.foreground_intensities` of the training cases).
     """
 
     # The defaults of the `dataset` config too.
@@ -65,6 +69,7 @@ class ReadSpec:
     max_pixels: int = MAX_PIXELS
     context_slices: int = 0
     max_voxels: int = volumes.MAX_VOXELS
+    intensity_stats: tuple[tuple[float, float, float, float], ...] | None = None
 
     def __post_init__(self):
         if self.channels < 1:
@@ -144,7 +149,7 @@ def read_sample(sample: Sample, spec: ReadSpec) -> np.ndarray:
             "images; set dataset.normalize=volume_zscore (or none for raw intensities)."
         )
     first = volumes.geometry(sample.image, "image", spec.max_voxels)
-    parts = []
+    parts, channel = [], 0
     for path in sample.images:
         if path != sample.image:
             why = first.same_grid(volumes.geometry(path, "image", spec.max_voxels))
@@ -153,9 +158,14 @@ def read_sample(sample: Sample, spec: ReadSpec) -> np.ndarray:
                     f"channel file {path} has {why} of {sample.image}; the channels of a case "
                     "must lie on one grid (resample them onto the first)."
                 )
+        stats = None
+        if spec.intensity_stats is not None:  # this file's channels' rows
+            count = volumes.load(path, "image", spec.max_voxels).voxels.shape[-1]
+            stats = spec.intensity_stats[channel : channel + count]
         voxels = volumes.normalized(
-            path, spec.normalize, spec.clip_percentiles, spec.ignore_zero, spec.max_voxels
+            path, spec.normalize, spec.clip_percentiles, spec.ignore_zero, spec.max_voxels, stats
         )
+        channel += voxels.shape[-1]
         if len(sample.images) > 1 and voxels.shape[-1] > 1:
             raise DataError(
                 f"channel file {path} has {voxels.shape[-1]} channels on a fourth axis, and its "
@@ -323,8 +333,8 @@ def normalize(image: np.ndarray, spec: ReadSpec, stats: IntensityStats | None = 
     `stats` are the group's statistics for `"group_zscore"`; `"zscore"` computes the image's.
     `"none"` returns the raw intensities again (e.g. 0-255), for models with `input_rescale`.
     """
-    if spec.normalize in ("scale01", "volume_zscore"):  # volume_zscore: done by read_sample
-        return image
+    if spec.normalize in ("scale01", "volume_zscore", "dataset_zscore"):
+        return image  # a volume's normalisation is done by read_sample
     if spec.normalize == "none":
         raise ConfigError("normalize='none' needs the raw scale; use `to_model_input`")
     if spec.normalize == "zscore":

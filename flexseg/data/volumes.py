@@ -11,6 +11,7 @@ per-process store (`MEMO_BYTES`), as a volume's slices are read one by one.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -153,16 +154,15 @@ def peek(path: str | Path, what: str = "image", max_voxels: int = MAX_VOXELS) ->
             f"cannot read {what} {path}: it is truncated: {header.missing}; replace or remove "
             "the file."
         )
-    dims = _spatial_dims(header.shape)
-    if what != "image" and len(header.shape) > 3:
+    if what != "image" and math.prod(header.shape[3:]) > 1:  # (X, Y, Z, 1) is read as 3D
         raise DataError(
             f"label volume {path} has {len(header.shape)} axes {list(header.shape)}; a label "
             "volume has three (one class id per voxel)."
         )
-    if dims < 3 and len(header.shape) != 2:
+    if len(header.shape) < 2:
         raise DataError(
-            f"{what} {path} has {len(header.shape)} axis/axes {list(header.shape)}; a volume "
-            "has three, and an image volume may have a fourth for its channels."
+            f"{what} {path} has 1 axis {list(header.shape)}; a volume has three, and an image "
+            "volume may have a fourth for its channels."
         )
     if len(header.shape) > 4:
         raise DataError(
@@ -170,10 +170,6 @@ def peek(path: str | Path, what: str = "image", max_voxels: int = MAX_VOXELS) ->
             "volumes of three axes and a fourth for channels."
         )
     return header
-
-
-def _spatial_dims(shape: Sequence[int]) -> int:
-    return min(len(shape), 3)
 
 
 def geometry(path: str | Path, what: str = "image", max_voxels: int = MAX_VOXELS) -> Geometry:
@@ -240,7 +236,7 @@ def _load(path: Path, what: str, max_voxels: int) -> Volume:
                 "them (e.g. with 0) or remove the file."
             )
     else:
-        voxels = label_values(np.asarray(voxels), path)
+        voxels = label_values(np.asarray(voxels).reshape(voxels.shape[:3]), path)
     return Volume(np.ascontiguousarray(place.to_canonical(voxels)), place)
 
 
@@ -270,26 +266,77 @@ def normalized(
     clip_percentiles: Sequence[float] | None,
     ignore_zero: bool,
     max_voxels: int = MAX_VOXELS,
+    stats: Sequence[Sequence[float]] | None = None,
 ) -> np.ndarray:
     """An image volume (X, Y, Z, C) as the model reads it, kept for the slices after it.
 
     `normalize` "volume_zscore" standardises each channel with its own mean and standard
     deviation, after clipping at `clip_percentiles` of the volume; with `ignore_zero` the
     statistics are of the non-zero voxels and zero voxels stay 0 (the outside of a
-    skull-stripped brain, as nnU-Net does for MRI). "none" keeps the raw intensities.
+    skull-stripped brain, as nnU-Net does for MRI). "dataset_zscore" clips each channel at
+    its `stats` (low, high, mean, std: one row per channel, from `foreground_intensities`
+    of the training cases) and standardises it with their mean and std, as nnU-Net does for
+    CT. "none" keeps the raw intensities.
     """
     clip = tuple(clip_percentiles) if clip_percentiles else None
-    key = ("normalized", *_stat(path), normalize, clip, ignore_zero)
+    rows = tuple(tuple(float(v) for v in row) for row in stats) if stats is not None else None
+    key = ("normalized", *_stat(path), normalize, clip, ignore_zero, rows)
 
     def make() -> np.ndarray:
         voxels = load(path, "image", max_voxels).voxels
         if normalize == "none":
             return voxels
+        if normalize == "dataset_zscore":
+            if rows is None or len(rows) != voxels.shape[-1]:
+                raise DataError(
+                    f"dataset.normalize=dataset_zscore needs dataset.intensity_stats, one [low, "
+                    f"high, mean, std] per channel of {path} ({voxels.shape[-1]}); training "
+                    "computes them from its cases."
+                )
+            low, high, mean, std = (np.array(v, np.float32) for v in zip(*rows, strict=True))
+            return (np.clip(voxels, low, high) - mean) / np.maximum(std, 1e-8)
         return np.stack(
             [zscore(voxels[..., c], clip, ignore_zero) for c in range(voxels.shape[-1])], -1
         )
 
     return _memo(key, make)
+
+
+def foreground_intensities(
+    cases: Sequence[tuple[Sequence[Path], Path]],
+    percentiles: Sequence[float] = (0.5, 99.5),
+    per_case: int = 10000,
+    max_voxels: int = MAX_VOXELS,
+) -> list[list[float]]:
+    """[low, high, mean, std] of each channel's intensities over the foreground (label > 0)
+    of the cases ((image files, label file) each): the `percentiles` and the mean and
+    standard deviation of up to `per_case` seeded voxels of each case, as nnU-Net's
+    fingerprint samples them for CT. One case is held at a time."""
+    rng = np.random.default_rng(0)
+    found: list[list[np.ndarray]] = []
+    for images, label in cases:
+        inside = load(label, "label", max_voxels).voxels > 0
+        picked = np.flatnonzero(inside.ravel())
+        if picked.size > per_case:
+            picked = rng.choice(picked, per_case, replace=False)
+        channels = [
+            c for path in images for c in np.moveaxis(load(path, "image", max_voxels).voxels, -1, 0)
+        ]
+        found += [[] for _ in range(len(channels) - len(found))]
+        for c, channel in enumerate(channels):
+            found[c].append(channel.ravel()[picked])
+    rows = []
+    for values in found:
+        values = np.concatenate(values) if values else np.zeros(0, np.float32)
+        if values.size == 0:
+            raise DataError(
+                "the training cases have no foreground voxel to compute "
+                "dataset.normalize=dataset_zscore's statistics from; check the labels."
+            )
+        low, high = np.percentile(values, percentiles)
+        clipped = np.clip(values, low, high)
+        rows.append([float(low), float(high), float(clipped.mean()), float(clipped.std())])
+    return rows
 
 
 def zscore(channel: np.ndarray, clip: Sequence[float] | None, ignore_zero: bool) -> np.ndarray:

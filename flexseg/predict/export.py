@@ -296,6 +296,11 @@ def preprocessing(run: Run, fmt: str) -> dict:
         },
         "size": _size_rule(spec, (height, width)),
         "intensity": _intensity_rule(spec, dataset.group_regex),
+        **(
+            {"volume": _volume_rule(spec, dataset.slice_axis)}
+            if dataset.slice_axis.isdigit()
+            else {}
+        ),
         "classes": [
             {"id": c.id, "name": name, "color": list(c.color)}
             for c, name in zip(colormap.classes, dataset.names, strict=True)
@@ -336,7 +341,20 @@ def _intensity_rule(spec: ReadSpec, group_regex: str | None) -> dict:
         "zscore": "the image standardised with its own statistics",
         "group_zscore": "the image standardised with the statistics of all images of its group "
         "(group_regex's first group on the file name; a file it does not match is its own group)",
+        "volume_zscore": "each channel of the volume standardised with its own mean and standard "
+        "deviation (over its non-zero voxels with ignore_zero, zero voxels staying 0; after "
+        "clipping at clip_percentiles of those voxels), before it is cut into slices",
+        "dataset_zscore": "each channel of the volume clipped at intensity_stats' low and high, "
+        "then (x - mean) / std with intensity_stats' mean and std",
     }
+    if spec.normalize in ("volume_zscore", "dataset_zscore"):
+        return {
+            "normalize": spec.normalize,
+            "rule": rules[spec.normalize],
+            "clip_percentiles": list(spec.clip_percentiles) if spec.clip_percentiles else None,
+            "ignore_zero": spec.ignore_zero,
+            "intensity_stats": [list(r) for r in spec.intensity_stats or []] or None,
+        }
     return {
         "unit_scale": "integer images divided by their type's maximum (255, 65535), floats as is",
         "normalize": spec.normalize,
@@ -351,6 +369,21 @@ def _intensity_rule(spec: ReadSpec, group_regex: str | None) -> dict:
         "ignore_zero": spec.ignore_zero,
         "histogram_bins": HISTOGRAM_BINS,
         "group_regex": group_regex,
+    }
+
+
+def _volume_rule(spec: ReadSpec, axis: str) -> dict:
+    """How a run on volume slices (its recorded slice axis) cuts a volume and stacks back."""
+    return {
+        "axis_order": "RAS: the volume's axes reordered and flipped so that axis 0 runs left to "
+        "right, 1 posterior to anterior, 2 inferior to superior (nibabel's "
+        "as_closest_canonical)",
+        "slice_axis": int(axis),
+        "context_slices": spec.context_slices,
+        "rule": "each slice along slice_axis (its context_slices neighbours on each side, the "
+        "edge slice repeated, as further channels: each channel's neighbours in order) is one "
+        "model input; the slices' class ids are stacked along slice_axis and the volume turned "
+        "back to the file's axis order, on its affine",
     }
 
 

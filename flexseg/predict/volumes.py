@@ -17,6 +17,7 @@ from flexseg.errors import DataError
 from flexseg.predict.postprocess import NONE, classes
 from flexseg.predict.predictor import Predictor
 from flexseg.predict.reading import read_ahead
+from flexseg.predict.writers import make_room
 from flexseg.progress import progress_bar
 
 
@@ -87,14 +88,7 @@ def predict_volumes(
     """
     output = Path(output)
     plan = {case.name: output_paths(case.name, output, save_probabilities) for case in cases}
-    existing = [str(p) for paths in plan.values() for p in paths.values() if p.exists()]
-    if existing and not overwrite:
-        raise DataError(
-            f"{len(existing)} prediction file(s) exist already, e.g. {existing[0]}; choose "
-            "another output folder or set overwrite=true."
-        )
-    for folder in {p.parent for paths in plan.values() for p in paths.values()}:
-        folder.mkdir(parents=True, exist_ok=True)
+    make_room(plan, overwrite)
     spec = predictor.spec
     shapes = {
         case.name: volumes.geometry(case.images[0], "image", spec.max_voxels).shape

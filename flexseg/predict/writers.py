@@ -32,6 +32,22 @@ def output_paths(image: Path, output: Path, save_probabilities: bool) -> dict[st
     return paths
 
 
+def make_room(plan: Mapping[object, Mapping[str, Path]], overwrite: bool) -> None:
+    """Makes the folders of every planned file, once no planned file exists (or `overwrite`).
+
+    Raises:
+        DataError: a planned file exists and `overwrite` is False; nothing is made then.
+    """
+    existing = [str(p) for paths in plan.values() for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise DataError(
+            f"{len(existing)} prediction file(s) exist already, e.g. {existing[0]}; choose "
+            "another output folder or set overwrite=true."
+        )
+    for folder in {p.parent for paths in plan.values() for p in paths.values()}:
+        folder.mkdir(parents=True, exist_ok=True)
+
+
 def predict_files(
     predictor: Predictor,
     images: Sequence[Path],
@@ -59,14 +75,7 @@ def predict_files(
     clashes = sorted({s for s in stems if stems.count(s) > 1})
     if clashes:
         raise DataError(f"several input images share the name(s) {clashes}; rename them.")
-    existing = [str(p) for paths in plan.values() for p in paths.values() if p.exists()]
-    if existing and not overwrite:
-        raise DataError(
-            f"{len(existing)} prediction file(s) exist already, e.g. {existing[0]}; choose "
-            "another output folder or set overwrite=true."
-        )
-    for folder in {p.parent for paths in plan.values() for p in paths.values()}:
-        folder.mkdir(parents=True, exist_ok=True)
+    make_room(plan, overwrite)
 
     def read(path: Path) -> np.ndarray:
         # Converted to the model's channels, with a warning, if need be.

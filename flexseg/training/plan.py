@@ -24,8 +24,9 @@ from flexseg.data.checks import channel_notes, dataset_problems
 from flexseg.data.dataset import SegmentationDataset
 from flexseg.data.reading import stand_in_problem
 from flexseg.data.sources import Sample
+from flexseg.data.volumes import foreground_intensities
 from flexseg.errors import ConfigError, DataError, PreflightError
-from flexseg.from_config import build_datasets, colormap_of, read_spec, source_of
+from flexseg.from_config import build_datasets, colormap_of, find_samples, read_spec, source_of
 from flexseg.losses import SegmentationLoss, build_loss
 from flexseg.models.flops import forward_flops
 
@@ -100,6 +101,8 @@ def make_plan(
         size_multiple = cfg.model.size_multiple
     except ValueError:  # a bad model argument: building the model below names it
         size_multiple = None
+    if dataset.normalize == "dataset_zscore" and dataset.intensity_stats is None:
+        _collect(problems, _resolve_intensities, dataset, cfg.seed)
     spec = _collect(problems, read_spec, dataset, size_multiple) if size_multiple else None
     try:
         cmap, masks_readable = colormap_of(dataset), True
@@ -268,6 +271,20 @@ def _build_model(cfg: TrainConfig) -> keras.Model:
             f"model: {error} (model.input_shape follows dataset.image_size="
             f"{cfg.dataset.image_size})"
         ) from error
+
+
+def _resolve_intensities(dataset, seed: int) -> None:
+    """Sets `dataset.intensity_stats` of dataset_zscore from the training cases' foreground
+    (recorded in the run's config.yaml, so that evaluate and infer read alike)."""
+    train = find_samples(dataset, seed)["train"]
+    if not train or not train[0].volume:
+        raise ConfigError(
+            "dataset.normalize=dataset_zscore standardises volumes with their data set's "
+            "statistics, and this training split holds no volumes; use group_zscore or zscore."
+        )
+    cases = {s.case: (s.images, s.mask) for s in train}
+    rows = foreground_intensities(list(cases.values()), max_voxels=dataset.max_voxels)
+    dataset.intensity_stats = [[round(v, 6) for v in row] for row in rows]
 
 
 def _collect(problems: list[str], fn: Callable, *args):

@@ -233,3 +233,14 @@ def test_a_label_volume_is_written_on_the_grid_it_came_from(tmp_path):
     assert written.shape == (7, 6, 5) and np.allclose(written.affine, affine)
     assert written.get_data_dtype() == np.uint8
     assert volumes.load(tmp_path / "out.nii.gz", "label").voxels[1, 2, 3] == 1
+
+
+def test_dataset_zscore_clips_and_standardises_with_the_given_statistics(tmp_path):
+    voxels = np.array([-1000.0, 0.0, 40.0, 80.0, 3000.0], np.float32).reshape(5, 1, 1)
+    write_nifti(tmp_path / "ct.nii.gz", voxels)
+    out = volumes.normalized(
+        tmp_path / "ct.nii.gz", "dataset_zscore", None, False, stats=[[0, 100, 40, 20]]
+    )
+    np.testing.assert_allclose(out.ravel(), [-2.0, -2.0, 0.0, 2.0, 3.0])
+    with pytest.raises(DataError, match=r"dataset_zscore needs dataset.intensity_stats"):
+        volumes.normalized(tmp_path / "ct.nii.gz", "dataset_zscore", None, False, stats=None)

@@ -107,3 +107,14 @@ def test_evaluation_of_volumes_reports_millimetres_and_millilitres(volume_run):
     if case["predicted_foreground"]:
         assert case["hd95_mm"] >= 0 and case["msd_mm"] >= 0
     assert set(case) >= {"dice_background", "dice_lesion", "lesions_detected"}
+
+
+def test_the_export_preprocessing_of_a_volume_run_says_how_volumes_are_cut(volume_run):
+    from flexseg.predict.export import preprocessing
+    from flexseg.runs import load_run
+
+    _, run_dir = volume_run
+    rules = preprocessing(load_run(run_dir), "onnx")
+    assert rules["volume"]["slice_axis"] == 2 and rules["volume"]["axis_order"].startswith("RAS")
+    assert rules["intensity"]["normalize"] == "volume_zscore"
+    assert rules["input"]["shape"][-1] == 2

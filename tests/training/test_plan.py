@@ -185,3 +185,38 @@ def test_without_an_image_size_each_image_is_padded_to_the_model_multiple(datase
     assert plan.model.input_shape == (None, None, None, 1)
     assert plan.datasets["train"][0][0].shape == (2, 32, 28, 1)  # 30 x 28 padded to 4s
     assert "any input size" in plan.describe()
+
+
+@pytest.mark.once
+def test_dataset_zscore_takes_its_statistics_from_the_training_cases(tmp_path):
+    """CT-like volumes: the plan computes each channel's clip bounds, mean and std over the
+    training cases' foreground, records them in the config, and the slices read with them."""
+    from flexseg.data.volumes import foreground_intensities
+    from tests.helpers import make_volume_dataset
+
+    make_volume_dataset(tmp_path, shape=(12, 10, 6), channels=1)
+    volume_run = [
+        *BASE,
+        "dataset.layout=auto",
+        "dataset.group_regex=null",
+        "dataset.rgb_map=null",
+        "dataset.channels=1",
+        "dataset.normalize=dataset_zscore",
+        "dataset.split.groups={train:[p01,p02],test:[p03]}",
+    ]
+    cfg = load_config([f"dataset.root={tmp_path}", *volume_run])
+    plan = make_plan(cfg)
+    stats = cfg.dataset.intensity_stats
+    cases = [((tmp_path / "imagesTr" / f"{c}_0000.nii.gz",), tmp_path / "labelsTr" / f"{c}.nii.gz")
+             for c in ("p01", "p02")]  # fmt: skip
+    assert stats == pytest.approx(foreground_intensities(cases), abs=1e-5)
+    low, high, mean, std = stats[0]
+    assert 800 < mean < 1000 and 0 < std < 100 and low < mean < high  # the bright boxes
+    image, mask = plan.datasets["train"].load(0)
+    assert image[mask > 0].mean() == pytest.approx(0, abs=0.5)  # the foreground near 0
+    # given by hand, the statistics are kept as they are
+    given = load_config(
+        [f"dataset.root={tmp_path}", *volume_run, "dataset.intensity_stats=[[0,2000,900,50]]"]
+    )
+    make_plan(given)
+    assert given.dataset.intensity_stats == [[0, 2000, 900, 50]]
