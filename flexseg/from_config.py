@@ -68,7 +68,7 @@ def read_spec(dataset: DatasetConfig, size_multiple: int = 1) -> ReadSpec:
         image_size=tuple(size) if size else None,
         size_multiple=size_multiple,
         clip_percentiles=tuple(clip) if clip else None,
-        intensity_stats=tuple(tuple(row) for row in stats) if stats else None,
+        intensity_stats=tuple(tuple(float(v) for v in row) for row in stats) if stats else None,
     )
 
 

@@ -81,6 +81,17 @@ def _optional_pair(test: Callable[[list], bool]) -> Callable[[Any], bool]:
     return lambda value: value is None or (len(value) == 2 and test(value))
 
 
+def _intensity_rows(value) -> bool:
+    """null, or one [low, high, mean, std] of numbers per channel, low < high, std > 0."""
+    if value is None:
+        return True
+    try:
+        rows = [[float(v) for v in row] for row in value]
+    except (TypeError, ValueError):
+        return False
+    return bool(rows) and all(len(r) == 4 and r[0] < r[1] and r[3] > 0 for r in rows)
+
+
 def _compile_cache() -> Any:
     # JAX's compiled programs kept for the next run: auto (~/.cache/flexseg/jax) | none | a folder
     return rule("auto", lambda v: bool(v.strip()), "auto, none or a folder")
@@ -142,7 +153,7 @@ class DatasetConfig(Section):
     # dataset_zscore (CT): [low, high, mean, std] per channel, clipped at low and high, then
     # standardised; null: the training computes them from its cases' foreground voxels (0.5th
     # and 99.5th percentiles, mean and std) and records them in the run's config.yaml
-    intensity_stats: list[list[float]] | None = None
+    intensity_stats: Any = rule(None, _intensity_rows, "null or [[low, high, mean, std], ...]")
     # Missing sequences: in training, each image has, with probability stand_in_p, all its
     # channels replaced by channel stand_in_channel, as a scan whose missing sequences were
     # filled with the one it has (lgg: FLAIR, channel 1); flexseg-evaluate stand_in_channel=1
