@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,20 @@ def channel_names(root: Path) -> list[str]:
     return [str(names[k]) for k in sorted(names, key=int)]
 
 
+def by_channel(files: Mapping[str, Path]) -> tuple[dict[str, dict[int, Path]], list[Path]]:
+    """nnU-Net's channel files by case, from `{name without its ending: path}`: `{case:
+    {channel: path}}` of the names `<case>_<4-digit channel>`, and the paths of the others."""
+    found: dict[str, dict[int, Path]] = {}
+    strangers = []
+    for stem, path in files.items():
+        match = CHANNEL_FILE.match(stem)
+        if match is None:
+            strangers.append(path)
+        else:
+            found.setdefault(match["case"], {})[int(match["channel"])] = path
+    return found, strangers
+
+
 def nnunet_cases(root: Path, images_dir: str, labels_dir: str, problems: list[str]) -> list[Case]:
     """The cases of an nnU-Net v2 raw folder: each `<labels_dir>/<case><ending>` with its
     channel files `<images_dir>/<case>_0000<ending>` ...; a case without all its channels,
@@ -92,14 +107,7 @@ def nnunet_cases(root: Path, images_dir: str, labels_dir: str, problems: list[st
     channels = len(channel_names(root))
     ending = str(described.get("file_ending") or ".nii.gz")
     labels = _listed(root / labels_dir, ending, "label", problems)
-    found: dict[str, dict[int, Path]] = {}
-    strangers = []
-    for path in _listed(root / images_dir, ending, "image", problems).values():
-        match = CHANNEL_FILE.match(path.name[: -len(ending)])
-        if match is None:
-            strangers.append(path)
-            continue
-        found.setdefault(match["case"], {})[int(match["channel"])] = path
+    found, strangers = by_channel(_listed(root / images_dir, ending, "image", problems))
     if strangers:
         problems.append(
             f"image file(s) in {root / images_dir} not named <case>_<4-digit channel>{ending}: "

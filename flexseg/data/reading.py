@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 PICTURE_CHANNELS = (1, 3)  # what 2D files are read as: gray, or RGB
 SIZE_POLICIES = ("pad", "resize")
 NORMALIZATIONS = ("scale01", "zscore", "group_zscore", "volume_zscore", "dataset_zscore", "none")
+# what only volumes are normalised with (read_sample does it, on the whole volume)
+VOLUME_ONLY = ("volume_zscore", "dataset_zscore")
 # what volumes may be normalised with (the others assume a picture's 0..max range)
-VOLUME_NORMALIZATIONS = ("volume_zscore", "dataset_zscore", "none")
+VOLUME_NORMALIZATIONS = (*VOLUME_ONLY, "none")
 
 
 @dataclass(frozen=True)
@@ -137,10 +139,10 @@ def read_sample(sample: Sample, spec: ReadSpec) -> np.ndarray:
             than `spec.channels`.
     """
     if not sample.volume:
-        if spec.normalize == "volume_zscore":
+        if spec.normalize in VOLUME_ONLY:
             raise DataError(
-                f"dataset.normalize=volume_zscore standardises volumes, but {sample.image} is a "
-                "2D image; use zscore or group_zscore."
+                f"dataset.normalize={spec.normalize} standardises volumes, but {sample.image} "
+                "is a 2D image; use zscore or group_zscore."
             )
         return read_image(sample.image, spec.channels, spec.max_pixels, sample.index)
     if spec.normalize not in VOLUME_NORMALIZATIONS:
@@ -333,7 +335,7 @@ def normalize(image: np.ndarray, spec: ReadSpec, stats: IntensityStats | None = 
     `stats` are the group's statistics for `"group_zscore"`; `"zscore"` computes the image's.
     `"none"` returns the raw intensities again (e.g. 0-255), for models with `input_rescale`.
     """
-    if spec.normalize in ("scale01", "volume_zscore", "dataset_zscore"):
+    if spec.normalize == "scale01" or spec.normalize in VOLUME_ONLY:
         return image  # a volume's normalisation is done by read_sample
     if spec.normalize == "none":
         raise ConfigError("normalize='none' needs the raw scale; use `to_model_input`")

@@ -98,10 +98,7 @@ def volume_statistics(
         shapes["x".join(map(str, place.shape))] += 1
         spacings.append(place.spacing)
         orientations[place.orientation] += 1
-        channels = []
-        for path in first.images:
-            voxels = volumes.load(path, "image", max_voxels).voxels
-            channels += [voxels[..., c] for c in range(voxels.shape[-1])]
+        channels = volumes.case_channels(first.images, max_voxels)
         values += [[] for _ in range(len(channels) - len(values))]
         for c, channel in enumerate(channels):
             inside = channel[channel != 0]

@@ -119,7 +119,11 @@ def peek(path: str | Path, what: str = "image", max_voxels: int = MAX_VOXELS) ->
             a header that does not parse, or more voxels than `max_voxels` (the
             `dataset.max_voxels` setting).
     """
-    path = Path(path)
+    return _peek(Path(path), what, max_voxels)[0]
+
+
+def _peek(path: Path, what: str, max_voxels: int) -> tuple[Header, bytes]:
+    """`peek`'s header, and the first bytes of the file it was read from."""
     kind = file_kind(path)
     if kind != "file":
         raise DataError(f"cannot read {what} {path}: it is {kind}; put the {what} file there.")
@@ -169,7 +173,7 @@ def peek(path: str | Path, what: str = "image", max_voxels: int = MAX_VOXELS) ->
             f"{what} {path} has {len(header.shape)} axes {list(header.shape)}; flexseg reads "
             "volumes of three axes and a fourth for channels."
         )
-    return header
+    return header, start
 
 
 def geometry(path: str | Path, what: str = "image", max_voxels: int = MAX_VOXELS) -> Geometry:
@@ -178,9 +182,7 @@ def geometry(path: str | Path, what: str = "image", max_voxels: int = MAX_VOXELS
 
 
 def _geometry(path: Path, what: str, max_voxels: int) -> Geometry:
-    header = peek(path, what, max_voxels)
-    with open(path, "rb") as f:
-        start = f.read(_PEEK)
+    header, start = _peek(path, what, max_voxels)
     try:
         affine = readers.by_name(header.format).affine(path, start)
     except DataError as error:
@@ -302,6 +304,13 @@ def normalized(
     return _memo(key, make)
 
 
+def case_channels(images: Sequence[Path], max_voxels: int = MAX_VOXELS) -> list[np.ndarray]:
+    """Each channel (X, Y, Z) of a case's image files in channel order, as `load` reads them."""
+    return [
+        c for path in images for c in np.moveaxis(load(path, "image", max_voxels).voxels, -1, 0)
+    ]
+
+
 def foreground_intensities(
     cases: Sequence[tuple[Sequence[Path], Path]],
     percentiles: Sequence[float] = (0.5, 99.5),
@@ -319,9 +328,7 @@ def foreground_intensities(
         picked = np.flatnonzero(inside.ravel())
         if picked.size > per_case:
             picked = rng.choice(picked, per_case, replace=False)
-        channels = [
-            c for path in images for c in np.moveaxis(load(path, "image", max_voxels).voxels, -1, 0)
-        ]
+        channels = case_channels(images, max_voxels)
         found += [[] for _ in range(len(channels) - len(found))]
         for c, channel in enumerate(channels):
             found[c].append(channel.ravel()[picked])
@@ -358,12 +365,12 @@ def cut(voxels: np.ndarray, axis: int, index: int, context: int = 0) -> np.ndarr
     """Slice `index` of (X, Y, Z, ...) along `axis`, with `context` neighbours on each side
     as further channels (the edge slice repeated beyond the ends): (H, W, C * (2 * context +
     1)), neighbours in order, channels within each."""
+    if context == 0:
+        return np.take(voxels, index, axis=axis)
     size = voxels.shape[axis]
     picked = [min(max(index + k, 0), size - 1) for k in range(-context, context + 1)]
     parts = [np.take(voxels, i, axis=axis) for i in picked]
-    if parts[0].ndim == 2:
-        return parts[0] if context == 0 else np.stack(parts, -1)
-    return parts[0] if context == 0 else np.concatenate(parts, -1)
+    return np.stack(parts, -1) if parts[0].ndim == 2 else np.concatenate(parts, -1)
 
 
 def slice_axis(choice: str, spacings: Sequence[Sequence[float]]) -> int:
@@ -390,7 +397,7 @@ def write_labels(
     place = geometry(like)
     data = place.to_file(labels)
     header = None
-    if readers.by_name(peek(like).format).name == "nifti":
+    if peek(like).format == "nifti":
         header = nib.load(like).header.copy()
         header.set_data_dtype(np.float32 if probabilities else data.dtype)
         header.set_slope_inter(1.0, 0.0)

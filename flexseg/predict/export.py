@@ -38,7 +38,7 @@ from flexseg.config.parse import as_dict, parse
 from flexseg.config.schema import EXPORT_FORMATS, ExportConfig
 from flexseg.data.dataset import SegmentationDataset, compute_group_stats
 from flexseg.data.masks import ColorMap
-from flexseg.data.reading import ReadSpec
+from flexseg.data.reading import VOLUME_ONLY, ReadSpec
 from flexseg.errors import ConfigError, DataError, ExportError
 from flexseg.from_config import colormap_of, find_samples, read_spec
 from flexseg.predict.postprocess import read_rule
@@ -347,7 +347,7 @@ def _intensity_rule(spec: ReadSpec, group_regex: str | None) -> dict:
         "dataset_zscore": "each channel of the volume clipped at intensity_stats' low and high, "
         "then (x - mean) / std with intensity_stats' mean and std",
     }
-    if spec.normalize in ("volume_zscore", "dataset_zscore"):
+    if spec.normalize in VOLUME_ONLY:
         return {
             "normalize": spec.normalize,
             "rule": rules[spec.normalize],

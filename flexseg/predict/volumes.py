@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from flexseg.data import readers, volumes
-from flexseg.data.layouts import CHANNEL_FILE, Case
+from flexseg.data.layouts import Case, by_channel
 from flexseg.data.reading import read_sample
 from flexseg.data.sources import Sample
 from flexseg.errors import DataError
@@ -28,17 +28,10 @@ def input_cases(paths: Sequence[Path], channels: int) -> list[Case]:
     Raises:
         DataError: a case without all its channel files, or a file of no case, named.
     """
-    by_case: dict[str, dict[int, Path]] = {}
-    strays = []
-    for path in paths:
-        stem = readers.stem_of(path)
-        match = CHANNEL_FILE.match(stem)
-        if match is None and channels == 1:
-            by_case.setdefault(stem, {})[0] = path
-        elif match is None:
-            strays.append(path)
-        else:
-            by_case.setdefault(match["case"], {})[int(match["channel"])] = path
+    by_case, strays = by_channel({readers.stem_of(path): path for path in paths})
+    if channels == 1:  # a file not named as a channel is a case of its own
+        by_case.update({readers.stem_of(path): {0: path} for path in strays})
+        strays = []
     problems = []
     if strays:
         problems.append(

@@ -244,3 +244,14 @@ def test_dataset_zscore_clips_and_standardises_with_the_given_statistics(tmp_pat
     np.testing.assert_allclose(out.ravel(), [-2.0, -2.0, 0.0, 2.0, 3.0])
     with pytest.raises(DataError, match=r"dataset_zscore needs dataset.intensity_stats"):
         volumes.normalized(tmp_path / "ct.nii.gz", "dataset_zscore", None, False, stats=None)
+
+
+@pytest.mark.parametrize("normalize", ["volume_zscore", "dataset_zscore"])
+def test_a_volume_normalisation_on_a_2d_image_is_refused(tmp_path, normalize):
+    from flexseg.data import Sample
+    from tests.helpers import write_png
+
+    write_png(tmp_path / "a.png", np.full((8, 8), 100, np.uint8))
+    sample = Sample(tmp_path / "a.png", None, "a")
+    with pytest.raises(DataError, match=rf"normalize={normalize} standardises volumes.*a\.png"):
+        read_sample(sample, ReadSpec(normalize=normalize))
