@@ -41,6 +41,27 @@ CASES = {
         output="logits",
         dropout_rate=0.2,
     ),
+    "instance_anisotropic_3d": dict(
+        input_shape=(8, 16, 16, 2),
+        num_classes=3,
+        base_filters=4,
+        num_layers=3,
+        spatial_dims=3,
+        kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+        pool_sizes=[[1, 2, 2], [2, 2, 2]],
+        dilation=2,
+        normalization="instance",
+    ),
+    "batch_3d_logits": dict(
+        input_shape=(8, 8, 8, 1),
+        num_classes=2,
+        base_filters=4,
+        base_kernels=[3, 5, 5],
+        num_layers=2,
+        spatial_dims=3,
+        normalization="batch",
+        output="logits",
+    ),
 }
 
 

@@ -50,8 +50,8 @@ def run_model_contract(
 
     labels = np.zeros(expected_output_shape, "float32")
     labels[..., 0] = 1.0
-    labels[:, : expected_output_shape[1] // 2, :, 0] = 0.0
-    labels[:, : expected_output_shape[1] // 2, :, 1] = 1.0
+    labels[:, : expected_output_shape[1] // 2, ..., 0] = 0.0
+    labels[:, : expected_output_shape[1] // 2, ..., 1] = 1.0
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.CategoricalCrossentropy(from_logits=from_logits),

@@ -229,7 +229,13 @@ def read_pair(
         )
     if report.misplaced_files:
         raise DataError(f"mask {sample.mask} has {report.misplaced_files[str(sample.mask)]}")
-    if raw.shape[:2] != mask.shape:
+    if sample.whole:
+        if raw.shape[:-1] != mask.shape:
+            raise DataError(
+                f"image {sample.image} is {raw.shape[:-1]} voxels but its label volume "
+                f"{sample.mask} is {mask.shape}; they must match."
+            )
+    elif raw.shape[:2] != mask.shape:
         raise DataError(
             f"image {sample.image} is {raw.shape[1]}x{raw.shape[0]} but its mask "
             f"{sample.mask} is {mask.shape[1]}x{mask.shape[0]} (width x height); they must "
@@ -241,4 +247,6 @@ def read_pair(
             f"{what} {sample.mask} holds class id {int(mask.max())} but num_classes is "
             f"{num_classes}; fix dataset.num_classes or the mask."
         )
+    if sample.whole:  # patches are cut (and padded) by flexseg.data.patches
+        return raw, mask
     return fit_size(raw, mask, spec, f"image {sample.image}")

@@ -130,7 +130,8 @@ def read_image(
 
 def read_sample(sample: Sample, spec: ReadSpec) -> np.ndarray:
     """A sample's image as (H, W, C): a 2D file by `read_image`, a slice of a volume (with
-    its `context_slices` neighbours as further channels) from the case's channel volumes,
+    its `context_slices` neighbours as further channels) from the case's channel volumes
+    (or the whole volume, (X, Y, Z, C), for a whole-volume sample),
     normalised by `spec.normalize` (`flexseg.data.volumes.normalized`).
 
     Raises:
@@ -151,6 +152,7 @@ def read_sample(sample: Sample, spec: ReadSpec) -> np.ndarray:
             "images; set dataset.normalize=volume_zscore (or none for raw intensities)."
         )
     first = volumes.geometry(sample.image, "image", spec.max_voxels)
+    context = 0 if sample.whole else spec.context_slices
     parts, channel = [], 0
     for path in sample.images:
         if path != sample.image:
@@ -173,9 +175,9 @@ def read_sample(sample: Sample, spec: ReadSpec) -> np.ndarray:
                 f"channel file {path} has {voxels.shape[-1]} channels on a fourth axis, and its "
                 "case keeps one channel per file; save each channel as a 3D volume."
             )
-        parts.append(volumes.cut(voxels, sample.axis, sample.index, spec.context_slices))
+        parts.append(volumes.cut(voxels, sample.axis, sample.index, context))
     image = np.concatenate(parts, -1)
-    found = image.shape[-1] // (2 * spec.context_slices + 1)
+    found = image.shape[-1] // (2 * context + 1)
     if found != spec.channels:
         files = ", ".join(p.name for p in sample.images)
         raise DataError(

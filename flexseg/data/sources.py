@@ -28,7 +28,8 @@ class Sample:
 
     A slice of a volume has its `index` along `axis` of the volume in RAS order
     (`flexseg.data.volumes`), its case's name and any further channel files (nnU-Net keeps
-    one file per channel); a 2D image has none of them. `index` without `axis` is a slice
+    one file per channel); a whole volume (3D models) has the case's name and channel
+    files but no `index` or `axis`; a 2D image has none of them. `index` without `axis` is a slice
     along the first axis of a multi-page file.
     """
 
@@ -53,8 +54,13 @@ class Sample:
 
     @property
     def volume(self) -> bool:
-        """Whether the sample is a slice of a volume."""
-        return self.axis is not None
+        """Whether the sample is a volume or a slice of one."""
+        return self.case is not None
+
+    @property
+    def whole(self) -> bool:
+        """Whether the sample is a whole volume (not one slice of it)."""
+        return self.case is not None and self.axis is None
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,8 @@ class Source:
         slice_axis: the axis of RAS order that volumes are cut along into the slices a 2D
             model sees, one of `volumes.SLICE_AXES` ("auto": the coarsest spacing).
         max_voxels: the most voxels a volume header may declare.
+        whole_volumes: each case is one sample, its whole volumes (3D models), instead of
+            its slices.
     """
 
     root: str | Path
@@ -107,6 +115,7 @@ class Source:
     split: SplitRule = field(default_factory=SplitRule)
     slice_axis: str = "auto"
     max_voxels: int = volumes.MAX_VOXELS
+    whole_volumes: bool = False
 
     def __post_init__(self):
         if str(self.slice_axis) not in volumes.SLICE_AXES:
@@ -283,9 +292,10 @@ def case_samples(
     problems: list[str],
     key: str = "dataset.group_regex",
 ) -> list[Sample]:
-    """The slices of each case's volumes along the source's slice axis, grouped by
-    `source.group_regex` on the case name (None: each case its own group). A case whose
-    first image's header cannot be read is a problem; its slices are left out."""
+    """The slices of each case's volumes along the source's slice axis (or each case whole,
+    with `source.whole_volumes`), grouped by `source.group_regex` on the case name (None:
+    each case its own group). A case whose first image's header cannot be read is a
+    problem; its slices are left out."""
     regex = source.group_regex
     shapes, spacings, unmatched = {}, [], []
     for case in cases:
@@ -307,6 +317,9 @@ def case_samples(
             unmatched.append(case.name)
             continue
         image, *channels = case.images
+        if source.whole_volumes:
+            samples.append(Sample(image, case.label, group, None, None, case.name, tuple(channels)))
+            continue
         samples += [
             Sample(image, case.label, group, index, axis, case.name, tuple(channels))
             for index in range(shapes[case.name][axis])

@@ -361,10 +361,12 @@ def zscore(channel: np.ndarray, clip: Sequence[float] | None, ignore_zero: bool)
     return out
 
 
-def cut(voxels: np.ndarray, axis: int, index: int, context: int = 0) -> np.ndarray:
+def cut(voxels: np.ndarray, axis: int | None, index: int | None, context: int = 0) -> np.ndarray:
     """Slice `index` of (X, Y, Z, ...) along `axis`, with `context` neighbours on each side
     as further channels (the edge slice repeated beyond the ends): (H, W, C * (2 * context +
-    1)), neighbours in order, channels within each."""
+    1)), neighbours in order, channels within each. `axis` None: the whole volume."""
+    if axis is None:
+        return voxels
     if context == 0:
         return np.take(voxels, index, axis=axis)
     size = voxels.shape[axis]

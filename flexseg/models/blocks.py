@@ -66,3 +66,49 @@ class BlockMaxPooling2D(keras.layers.MaxPooling2D):
         _, height, width, channels = ops.shape(inputs)
         x = ops.reshape(inputs, (-1, height // ph, ph, width // pw, pw, channels))
         return ops.max(x, axis=(2, 4))  # (B, H / ph, W / pw, C)
+
+
+@keras.saving.register_keras_serializable(package="flexseg")
+class BlockConv3DTranspose(keras.layers.Conv3DTranspose):
+    """`keras.layers.Conv3DTranspose`, as a matrix product when ``strides == kernel_size``:
+    each input voxel writes its own ``kernel_size`` block, ``(C) -> (kd * kh * kw * filters)``.
+    """
+
+    def call(self, inputs):
+        if not (
+            block_form_pays()
+            and self.data_format == "channels_last"
+            and tuple(self.strides) == tuple(self.kernel_size)
+            and tuple(self.dilation_rate) == (1, 1, 1)
+        ):
+            return super().call(inputs)
+        kd, kh, kw = self.kernel_size
+        _, depth, height, width, _ = ops.shape(inputs)
+        # kernel: (kd, kh, kw, filters, C); output (d * kd + i, h * kh + j, w * kw + k)
+        x = ops.einsum("bdhwc,ijkfc->bdihjwkf", inputs, self.kernel)
+        x = ops.reshape(x, (-1, depth * kd, height * kh, width * kw, self.filters))
+        if self.use_bias:
+            x = x + self.bias
+        return self.activation(x)
+
+
+@keras.saving.register_keras_serializable(package="flexseg")
+class BlockMaxPooling3D(keras.layers.MaxPooling3D):
+    """`keras.layers.MaxPooling3D`, as a reshape and a max when ``strides == pool_size``."""
+
+    def call(self, inputs):
+        if not (
+            block_form_pays()
+            and self.data_format == "channels_last"
+            and tuple(self.strides) == tuple(self.pool_size)
+        ):
+            return super().call(inputs)
+        pd, ph, pw = self.pool_size
+        _, depth, height, width, channels = ops.shape(inputs)
+        d, h, w = depth // pd, height // ph, width // pw
+        # one axis at a time, in tensors of at most 4 axes (TensorFlow's gradient of a max
+        # broadcasts at most 5)
+        x = ops.max(ops.reshape(inputs, (-1, w, pw, channels)), axis=2)
+        x = ops.max(ops.reshape(x, (-1, h, ph, w * channels)), axis=2)
+        x = ops.max(ops.reshape(x, (-1, d, pd, h * w * channels)), axis=2)
+        return ops.reshape(x, (-1, d, h, w, channels))  # (B, D / pd, H / ph, W / pw, C)

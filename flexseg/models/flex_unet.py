@@ -9,9 +9,17 @@ from numbers import Real
 import keras
 
 from flexseg import backend
-from flexseg.models.blocks import BlockConv2DTranspose, BlockMaxPooling2D
+from flexseg.models.blocks import (
+    BlockConv2DTranspose,
+    BlockConv3DTranspose,
+    BlockMaxPooling2D,
+    BlockMaxPooling3D,
+)
 
-NORMALIZATIONS = ("none", "batch", "group")
+SPATIAL_DIMS = (2, 3)
+# instance: each channel of each image normalised over its own pixels or voxels (nnU-Net's
+# choice for 3D, where batches hold two patches)
+NORMALIZATIONS = ("none", "batch", "group", "instance")
 OUTPUTS = ("softmax", "logits")
 DATA_FORMATS = ("auto", "channels_last", "channels_first")
 
@@ -26,26 +34,57 @@ def _check_int(name: str, value, minimum: int) -> None:
         raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
 
 
-def _kernel_pair(base_kernels) -> tuple[int, int]:
-    if isinstance(base_kernels, int) and not isinstance(base_kernels, bool):
-        pair = (base_kernels, base_kernels)
-    elif isinstance(base_kernels, Sequence) and not isinstance(base_kernels, str):
-        pair = tuple(base_kernels)
+def _axes(name: str, value, spatial_dims: int) -> tuple[int, ...]:
+    """`value` (a positive int, or one per spatial axis) as one positive int per axis."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        sizes = (value,) * spatial_dims
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        sizes = tuple(value)
     else:
-        pair = ()
-    if len(pair) != 2 or not all(
-        isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in pair
+        sizes = ()
+    if len(sizes) != spatial_dims or not all(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in sizes
     ):
+        axes = "(height, width)" if spatial_dims == 2 else "(depth, height, width)"
         raise ValueError(
-            "`base_kernels` must be a positive integer or a pair (height, width) of positive "
-            f"integers. Received: base_kernels={base_kernels!r}"
+            f"`{name}` must be a positive integer or {spatial_dims} positive integers "
+            f"{axes}. Received: {name}={value!r}"
         )
-    return pair
+    return sizes
 
 
-def level_kernel(base_kernels, level: int) -> tuple[int, int]:
-    """Kernel size of the convolutions at a UNet level: shrinks by 2 a level, never below 3."""
-    return tuple(max(3, k - 2 * level) for k in _kernel_pair(base_kernels))
+def _per_level(name: str, value, count: int, spatial_dims: int) -> list[tuple[int, ...]]:
+    """A list of `count` entries, each a positive int or one per spatial axis."""
+    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != count:
+        raise ValueError(
+            f"`{name}` must be a list of {count} entries (one per level), each a positive "
+            f"integer or {spatial_dims} of them. Received: {name}={value!r}"
+        )
+    return [_axes(f"{name}[{i}]", entry, spatial_dims) for i, entry in enumerate(value)]
+
+
+def level_kernel(base_kernels, level: int, spatial_dims: int = 2) -> tuple[int, ...]:
+    """Kernel size of the convolutions at a UNet level: each axis shrinks by 2 a level, never
+    below 3 (an axis of kernel 1 or 2 keeps it: `[1, 3, 3]` stays in-plane on every level)."""
+    return tuple(
+        min(k, max(3, k - 2 * level)) for k in _axes("base_kernels", base_kernels, spatial_dims)
+    )
+
+
+def level_kernels(
+    base_kernels, kernel_sizes, num_layers: int, spatial_dims: int = 2
+) -> list[tuple[int, ...]]:
+    """The kernel of every level: `kernel_sizes` where given, else `level_kernel`'s rule."""
+    if kernel_sizes is not None:
+        return _per_level("kernel_sizes", kernel_sizes, num_layers, spatial_dims)
+    return [level_kernel(base_kernels, level, spatial_dims) for level in range(num_layers)]
+
+
+def level_pools(pool_sizes, num_layers: int, spatial_dims: int = 2) -> list[tuple[int, ...]]:
+    """The pooling (and up-sampling) factor per axis between each level and the next."""
+    if pool_sizes is None:
+        return [(2,) * spatial_dims] * (num_layers - 1)
+    return _per_level("pool_sizes", pool_sizes, num_layers - 1, spatial_dims)
 
 
 def level_dilation(dilation: int, level: int) -> int:
@@ -65,25 +104,32 @@ def resolve_data_format(data_format: str) -> str:
 
 @keras.saving.register_keras_serializable(package="flexseg")
 class FlexUNet(keras.Model):
-    """A UNet with configurable depth, filters, kernel sizes, dilation and dropout.
+    """A UNet with configurable depth, filters, kernel sizes, dilation and dropout, in 2D or
+    3D.
 
     Encoder level ``i`` (0 .. ``num_layers`` - 1) has ``base_filters * 2**i`` filters, kernel
-    ``max(3, base_kernels - 2*i)``, dilation ``max(1, dilation - i)`` and two convolutions with
-    ``Dropout(dropout_rate * i)`` between them; 2x2 max-pooling joins the levels and the last
-    level is the bridge. The decoder mirrors it: a 2x2 stride-2 transposed convolution, the
-    skip connection concatenated, two convolutions. A 1x1 convolution gives the class scores.
+    ``max(3, base_kernels - 2*i)`` per axis (or ``kernel_sizes[i]``), dilation
+    ``max(1, dilation - i)`` and two convolutions with ``Dropout(dropout_rate * i)`` between
+    them; max-pooling of ``pool_sizes[i - 1]`` (2 on every axis unless given) joins the
+    levels and the last level is the bridge. The decoder mirrors it: a transposed
+    convolution whose kernel and stride are the pooling's, the skip connection concatenated,
+    two convolutions. A 1x1 (1x1x1) convolution gives the class scores.
 
     Args:
-        input_shape: `(height, width, channels)`. Height and width must be multiples of
-            ``2**(num_layers - 1)``; either may be `None` for a model that takes any such size.
+        input_shape: `(height, width, channels)`, or `(depth, height, width, channels)` with
+            ``spatial_dims=3``. Each spatial size must be a multiple of the product of the
+            pooling factors along its axis (``2**(num_layers - 1)`` by default); any may be
+            `None` for a model that takes any such size.
         num_classes: number of output channels, background included (2 for binary masks).
         base_filters: filters of the first level; each level below doubles them.
-        base_kernels: kernel size of the first level, an int or a `(height, width)` pair.
+        base_kernels: kernel size of the first level, an int or one per spatial axis (e.g.
+            `[1, 3, 3]`: in-plane kernels on thick slices; an axis of 1 or 2 keeps its size).
         num_layers: number of levels, the bridge included (so ``num_layers - 1`` poolings).
         dropout_rate: dropout step per level; level ``i`` drops ``dropout_rate * i``.
         dilation: dilation rate of the first level; it drops by one each level down to 1.
-        normalization: `"batch"` (momentum 0.9) or `"group"`, applied after each
-            convolution, or `"none"` (convolutions with bias and their activation).
+        normalization: `"batch"` (momentum 0.9), `"group"` (up to 8 groups), or
+            `"instance"` (each channel over its own image), applied after each convolution,
+            or `"none"` (convolutions with bias and their activation).
         activation: name of a Keras activation used after each convolution.
         input_rescale: a factor the input is multiplied by inside the model (e.g. `1/255`),
             or `None` when the data arrive already normalised.
@@ -97,11 +143,20 @@ class FlexUNet(keras.Model):
             `"channels_first"`, or `"auto"` (channels-first on torch, channels-last on
             TensorFlow and JAX, the faster one of each). Inputs and outputs are channels-last
             and the weights are the same in every layout.
+        spatial_dims: 2 for images, 3 for volumes.
+        kernel_sizes: `None` (the `base_kernels` rule), or one kernel per level, each an int
+            or one per spatial axis: e.g. `[[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3]]`.
+        pool_sizes: `None` (2 on every axis), or the pooling factor between each level and
+            the next (``num_layers - 1`` entries), each an int or one per spatial axis: e.g.
+            `[[1, 2, 2], [2, 2, 2], [2, 2, 2]]` on data whose slices are thick.
 
     Example:
     >>> model = FlexUNet(input_shape=(64, 64, 1), num_classes=2, num_layers=4)
     >>> model(np.zeros((1, 64, 64, 1))).shape
     (1, 64, 64, 2)
+    >>> model = FlexUNet(input_shape=(16, 32, 32, 2), spatial_dims=3, num_layers=3)
+    >>> model(np.zeros((1, 16, 32, 32, 2))).shape
+    (1, 16, 32, 32, 2)
     """
 
     def __init__(
@@ -119,10 +174,13 @@ class FlexUNet(keras.Model):
         output: str = "softmax",
         foreground_prior: float | None = None,
         data_format: str = "auto",
+        spatial_dims: int = 2,
+        kernel_sizes: Sequence[int | Sequence[int]] | None = None,
+        pool_sizes: Sequence[int | Sequence[int]] | None = None,
         **kwargs,
     ):
         kwargs.setdefault("name", "flex_unet")
-        _validate(
+        kernels, pools = _validate(
             input_shape,
             num_classes,
             base_filters,
@@ -136,12 +194,16 @@ class FlexUNet(keras.Model):
             output,
             foreground_prior,
             data_format,
+            spatial_dims,
+            kernel_sizes,
+            pool_sizes,
         )
         input_shape = tuple(input_shape)
         layout = resolve_data_format(data_format)
         channel_axis = 1 if layout == "channels_first" else -1
         base_kernels = base_kernels if isinstance(base_kernels, int) else list(base_kernels)
         filters = [base_filters * 2**i for i in range(num_layers)]
+        conv, pool, up = _LAYERS[spatial_dims]
 
         normalized = normalization != "none"
 
@@ -151,9 +213,9 @@ class FlexUNet(keras.Model):
                     x = keras.layers.Dropout(dropout_rate * level, name=f"{prefix}_dropout")(x)
                 # Without normalisation the activation is the convolution's own: one layer
                 # call fewer (Keras on torch runs every call eagerly, ~0.1 ms each).
-                x = keras.layers.Conv2D(
+                x = conv(
                     filters[level],
-                    level_kernel(base_kernels, level),
+                    kernels[level],
                     padding="same",
                     dilation_rate=level_dilation(dilation, level),
                     activation=None if normalized else activation,
@@ -172,21 +234,22 @@ class FlexUNet(keras.Model):
         x = inputs
         if input_rescale is not None:
             x = keras.layers.Rescaling(input_rescale, name="rescale")(x)
-        if layout == "channels_first":
-            x = keras.layers.Permute((3, 1, 2), name="to_channels_first")(x)  # (B, C, H, W)
+        spatial = tuple(range(1, spatial_dims + 1))
+        if layout == "channels_first":  # (B, C, *spatial)
+            x = keras.layers.Permute((spatial_dims + 1, *spatial), name="to_channels_first")(x)
 
         skips = []
         for level in range(num_layers):
             if level > 0:
-                x = BlockMaxPooling2D(2, data_format=layout, name=f"enc{level}_pool")(x)
+                x = pool(pools[level - 1], data_format=layout, name=f"enc{level}_pool")(x)
             x = conv_block(x, level, f"enc{level}")
             skips.append(x)
 
         for level in range(num_layers - 2, -1, -1):
-            x = BlockConv2DTranspose(
+            x = up(
                 filters[level],
-                2,
-                strides=2,
+                pools[level],
+                strides=pools[level],
                 padding="same",
                 data_format=layout,
                 name=f"dec{level}_up",
@@ -196,10 +259,10 @@ class FlexUNet(keras.Model):
             )
             x = conv_block(x, level, f"dec{level}")
 
-        x = keras.layers.Conv2D(num_classes, 1, data_format=layout, name="head")(x)
+        x = conv(num_classes, 1, data_format=layout, name="head")(x)
         if layout == "channels_first":
-            x = keras.layers.Permute((2, 3, 1), name="to_channels_last")(x)
-        # x: (B, H, W, num_classes)
+            x = keras.layers.Permute((*(a + 1 for a in spatial), 1), name="to_channels_last")(x)
+        # x: (B, *spatial, num_classes)
         # The output stays float32 under mixed precision so losses see full precision.
         act = "softmax" if output == "softmax" else "linear"
         outputs = keras.layers.Activation(act, dtype="float32", name="output")(x)
@@ -220,17 +283,29 @@ class FlexUNet(keras.Model):
         self.output_kind = output
         self.foreground_prior = foreground_prior
         self.data_format = data_format
+        self.spatial_dims = spatial_dims
+        self.kernel_sizes = _listed(kernel_sizes)
+        self.pool_sizes = _listed(pool_sizes)
 
     @property
     def size_multiple(self) -> int:
-        """Height and width of an input must be multiples of this number."""
+        """Every spatial size of an input must be a multiple of this number."""
         return self.size_multiple_for(self.get_config())
 
     @staticmethod
-    def size_multiple_for(arguments: dict) -> int:
-        """The size multiple of the FlexUNet these constructor arguments make."""
+    def size_multiples_for(arguments: dict) -> tuple[int, ...]:
+        """What each spatial size of an input to the FlexUNet these constructor arguments
+        make must be a multiple of: the product of the pooling factors along its axis."""
         _check_int("num_layers", arguments["num_layers"], 2)
-        return 2 ** (arguments["num_layers"] - 1)
+        dims = arguments.get("spatial_dims", 2)
+        pools = level_pools(arguments.get("pool_sizes"), arguments["num_layers"], dims)
+        return tuple(math.prod(p[axis] for p in pools) for axis in range(dims))
+
+    @staticmethod
+    def size_multiple_for(arguments: dict) -> int:
+        """One number every spatial size may be a multiple of: the least common multiple
+        of `size_multiples_for`, ``2**(num_layers - 1)`` by default."""
+        return math.lcm(*FlexUNet.size_multiples_for(arguments))
 
     def get_config(self) -> dict:
         return {
@@ -249,11 +324,33 @@ class FlexUNet(keras.Model):
             "output": self.output_kind,
             "foreground_prior": self.foreground_prior,
             "data_format": self.data_format,
+            "spatial_dims": self.spatial_dims,
+            "kernel_sizes": self.kernel_sizes,
+            "pool_sizes": self.pool_sizes,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> FlexUNet:
         return cls(**config)
+
+
+# (convolution, pooling, up-sampling) per number of spatial dimensions
+_LAYERS = {
+    2: (keras.layers.Conv2D, BlockMaxPooling2D, BlockConv2DTranspose),
+    3: (keras.layers.Conv3D, BlockMaxPooling3D, BlockConv3DTranspose),
+}
+
+
+def conv_layer(spatial_dims: int) -> type[keras.layers.Layer]:
+    """The convolution FlexUNet uses for inputs of `spatial_dims` spatial axes."""
+    return _LAYERS[spatial_dims][0]
+
+
+def _listed(entries):
+    """Per-level settings as JSON-like lists (`get_config` compares equal after a round trip)."""
+    if entries is None:
+        return None
+    return [e if isinstance(e, int) else list(e) for e in entries]
 
 
 def head_bias(foreground_prior: float, num_classes: int) -> list[float]:
@@ -267,7 +364,8 @@ def head_bias(foreground_prior: float, num_classes: int) -> list[float]:
 def _normalization(kind: str, filters: int, axis: int, name: str) -> keras.layers.Layer:
     if kind == "batch":
         return keras.layers.BatchNormalization(axis=axis, momentum=BATCH_NORM_MOMENTUM, name=name)
-    return keras.layers.GroupNormalization(math.gcd(MAX_GROUPS, filters), axis=axis, name=name)
+    groups = filters if kind == "instance" else math.gcd(MAX_GROUPS, filters)
+    return keras.layers.GroupNormalization(groups, axis=axis, name=name)
 
 
 def _validate(
@@ -284,11 +382,21 @@ def _validate(
     output,
     foreground_prior,
     data_format,
-) -> None:
+    spatial_dims,
+    kernel_sizes,
+    pool_sizes,
+) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """Checks the arguments; returns the kernel of every level and the pooling factors."""
+    if spatial_dims not in SPATIAL_DIMS or isinstance(spatial_dims, bool):
+        raise ValueError(
+            f"`spatial_dims` must be 2 (images) or 3 (volumes). "
+            f"Received: spatial_dims={spatial_dims!r}"
+        )
     _check_int("num_classes", num_classes, 2 if output == "softmax" else 1)
     _check_int("base_filters", base_filters, 1)
-    _kernel_pair(base_kernels)
     _check_int("num_layers", num_layers, 2)
+    kernels = level_kernels(base_kernels, kernel_sizes, num_layers, spatial_dims)
+    pools = level_pools(pool_sizes, num_layers, spatial_dims)
     _check_int("dilation", dilation, 1)
     if (
         isinstance(dropout_rate, bool)
@@ -341,25 +449,33 @@ def _validate(
             "the same). Received: data_format='channels_first'"
         )
 
+    names = ("height", "width") if spatial_dims == 2 else ("depth", "height", "width")
     if (
         isinstance(input_shape, str)
         or not isinstance(input_shape, Sequence)
-        or len(input_shape) != 3
+        or len(input_shape) != spatial_dims + 1
         or not all(
             d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)
             for d in input_shape
         )
-        or input_shape[2] is None
+        or input_shape[-1] is None
     ):
         raise ValueError(
-            "`input_shape` must be (height, width, channels) of positive integers; height "
-            f"and width may be None. Received: input_shape={input_shape!r}"
+            f"`input_shape` must be ({', '.join(names)}, channels) of positive integers "
+            f"with spatial_dims={spatial_dims}; {' and '.join(names)} may be None. "
+            f"Received: input_shape={input_shape!r}"
         )
-    multiple = 2 ** (num_layers - 1)
-    for axis, size in zip(("height", "width"), input_shape[:2], strict=True):
+    multiples = [math.prod(p[axis] for p in pools) for axis in range(spatial_dims)]
+    for axis, size, multiple in zip(names, input_shape[:-1], multiples, strict=True):
         if size is not None and size % multiple:
-            raise ValueError(
-                f"`input_shape` {axis} must be a multiple of {multiple} (2**(num_layers - 1) "
-                f"with num_layers={num_layers}); pad or resize the images, e.g. to "
-                f"{math.ceil(size / multiple) * multiple}. Received: input_shape={input_shape!r}"
+            rule = (
+                f"2**(num_layers - 1) with num_layers={num_layers}"
+                if pool_sizes is None
+                else "the product of its pool_sizes"
             )
+            raise ValueError(
+                f"`input_shape` {axis} must be a multiple of {multiple} ({rule}); pad or "
+                f"resize the inputs, e.g. to {math.ceil(size / multiple) * multiple}. "
+                f"Received: input_shape={input_shape!r}"
+            )
+    return kernels, pools

@@ -22,7 +22,7 @@ import numpy as np
 
 from flexseg import backend
 from flexseg.models import INFERENCE_DTYPES
-from flexseg.models.flex_unet import FlexUNet
+from flexseg.models.flex_unet import FlexUNet, conv_layer
 
 
 def inference_dtype(setting: str) -> str:
@@ -60,7 +60,7 @@ def inference_model(model: keras.Model, dtype: str = "float32") -> keras.Model:
             if not layer.weights:
                 continue
             weights = model.get_layer(layer.name).get_weights()
-            if folds and isinstance(layer, keras.layers.Conv2D) and layer.name != "head":
+            if folds and isinstance(layer, conv_layer(copy.spatial_dims)) and layer.name != "head":
                 weights = _folded(weights[0], model.get_layer(_norm_of(layer.name)))
             layer.set_weights(weights)
         if copy.output_kind == "softmax" and copy.num_classes == 2:
@@ -74,10 +74,12 @@ def _one_difference(model: FlexUNet, head: list[np.ndarray]) -> keras.Model:
     float32 sigmoid after it."""
     old_head = model.get_layer("head")
     layout = old_head.data_format
-    difference = keras.layers.Conv2D(1, 1, data_format=layout, name="head_difference")
+    dims = model.spatial_dims
+    difference = conv_layer(dims)(1, 1, data_format=layout, name="head_difference")
     x = difference(old_head.input)
     if layout == "channels_first":
-        x = keras.layers.Permute((2, 3, 1), name="difference_to_channels_last")(x)
+        order = (*range(2, dims + 2), 1)
+        x = keras.layers.Permute(order, name="difference_to_channels_last")(x)
     foreground = keras.layers.Activation("sigmoid", dtype="float32", name="foreground")(x)
     outputs = keras.layers.Concatenate(dtype="float32", name="output")(
         [keras.ops.subtract(1.0, foreground), foreground]

@@ -31,27 +31,11 @@ from flexseg.data.reading import (
     to_model_input,
     to_unit,
 )
+from flexseg.models.windows import gaussian_weights, tile_starts
 
 # Test-time augmentation (the `tta` options): per mode, the batch axes flipped in each view
 # (1 rows, 2 columns), the image itself first; the prediction is the mean of the views'.
 TTA_VIEWS = {"none": [()], "flip": [(), (2,)], "flip_hv": [(), (2,), (1,), (1, 2)]}
-
-
-def gaussian_weights(height: int, width: int, sigma_scale: float = 0.125) -> np.ndarray:
-    """A (H, W) weight map that favours tile centres, where a UNet sees the most context."""
-    ys = np.exp(-0.5 * ((np.arange(height) - (height - 1) / 2) / (sigma_scale * height)) ** 2)
-    xs = np.exp(-0.5 * ((np.arange(width) - (width - 1) / 2) / (sigma_scale * width)) ** 2)
-    weights = np.outer(ys, xs).astype(np.float32)
-    return np.maximum(weights / weights.max(), 1e-3)  # never zero: edge tiles must count
-
-
-def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
-    """Start offsets of tiles of `tile` pixels covering `size` pixels with `overlap` shared."""
-    if size <= tile:
-        return [0]
-    stride = max(1, int(tile * (1.0 - overlap)))
-    count = math.ceil((size - tile) / stride) + 1
-    return sorted({min(i * stride, size - tile) for i in range(count)})
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pytest
 from flexseg.models import FlexUNet
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "flex_unet_parity.npz"
-CASES = ("batch_dilated", "group_gelu_logits")
+CASES = ("batch_dilated", "group_gelu_logits", "instance_anisotropic_3d", "batch_3d_logits")
 
 
 @pytest.mark.parametrize("case", CASES)

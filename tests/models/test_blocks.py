@@ -57,6 +57,36 @@ def test_max_pooling_matches_keras(pool, pays, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("kernel", [2, (1, 2, 2), (2, 3, 1)])
+@pytest.mark.parametrize("pays", [True, False], ids=["block", "native"])
+def test_3d_transposed_convolution_matches_keras(kernel, pays, monkeypatch):
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 2, 3)).astype("float32")
+    ours = blocks.BlockConv3DTranspose(4, kernel, strides=kernel, padding="same")
+    theirs = keras.layers.Conv3DTranspose(4, kernel, strides=kernel, padding="same")
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    for w in ours.weights:
+        w.assign(np.random.default_rng(2).standard_normal(w.shape))
+    theirs.set_weights(ours.get_weights())
+    monkeypatch.setattr(blocks, "block_form_pays", lambda: pays)
+    got, expected = _value_and_input_gradient(ours, x), _value_and_input_gradient(theirs, x)
+    assert got[0].shape == expected[0].shape
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool", [2, (1, 2, 2), (2, 3, 1)])
+@pytest.mark.parametrize("pays", [True, False], ids=["block", "native"])
+def test_3d_max_pooling_matches_keras(pool, pays, monkeypatch):
+    x = np.random.default_rng(0).permutation(2 * 4 * 6 * 4 * 2).reshape(2, 4, 6, 4, 2)
+    x = x.astype("float32")
+    monkeypatch.setattr(blocks, "block_form_pays", lambda: pays)
+    got = _value_and_input_gradient(blocks.BlockMaxPooling3D(pool), x)
+    expected = _value_and_input_gradient(keras.layers.MaxPooling3D(pool), x)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_block_form_is_used_only_by_jax_on_the_cpu():
     assert blocks.block_form_pays() == (backend.name() == "jax" and not backend.has_gpu())
 

@@ -6,10 +6,17 @@ import pytest
 
 from flexseg import backend
 from flexseg.models import FlexUNet, forward_flops
-from flexseg.models.flex_unet import level_dilation, level_kernel, resolve_data_format
+from flexseg.models.flex_unet import (
+    level_dilation,
+    level_kernel,
+    level_kernels,
+    resolve_data_format,
+)
 from tests.helpers import run_model_contract, shapes_only
 
 TINY = dict(input_shape=(32, 32, 3), num_classes=2, base_filters=4, num_layers=3)
+TINY_3D = dict(input_shape=(8, 16, 16, 2), num_classes=3, base_filters=4, num_layers=3,
+               spatial_dims=3)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -178,3 +185,87 @@ def test_both_layouts_hold_the_same_weights_and_give_the_same_outputs(normalizat
     assert FlexUNet.from_config(first.get_config()).get_layer("enc0_conv1").data_format == (
         "channels_first"
     )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(normalization="instance"),
+        dict(base_kernels=[1, 3, 3], pool_sizes=[[1, 2, 2], 2], dilation=2, dropout_rate=0.1),
+        dict(kernel_sizes=[[1, 3, 3], 3, [3, 1, 1]], normalization="group", output="logits"),
+    ],
+    ids=["instance", "anisotropic", "kernel-per-level"],
+)
+def test_3d_model_contract(options, tmp_path):
+    kwargs = {**TINY_3D, **options}
+    x = np.random.default_rng(0).normal(size=(2, 8, 16, 16, 2)).astype("float32")
+    logits = options.get("output") == "logits"
+    run_model_contract(FlexUNet, kwargs, x, (2, 8, 16, 16, 3), tmp_path, from_logits=logits)
+
+
+def test_3d_topology_follows_kernels_and_pools_per_axis():
+    model = shapes_only(
+        FlexUNet, **{**TINY_3D, "num_layers": 4, "input_shape": (4, 32, 32, 1)},
+        base_kernels=(1, 5, 5), pool_sizes=[(1, 2, 2), (2, 2, 2), (2, 2, 2)],
+        data_format="channels_last",
+    )  # fmt: skip
+    assert isinstance(model.get_layer("enc0_conv1"), keras.layers.Conv3D)
+    kernels = [tuple(model.get_layer(f"enc{i}_conv1").kernel_size) for i in range(4)]
+    assert kernels == [(1, 5, 5), (1, 3, 3), (1, 3, 3), (1, 3, 3)]  # an axis of 1 keeps it
+    assert tuple(model.get_layer("enc1_pool").pool_size) == (1, 2, 2)
+    up = model.get_layer("dec0_up")
+    assert tuple(up.kernel_size) == (1, 2, 2) and tuple(up.strides) == (1, 2, 2)
+    assert model.get_layer("enc3_conv1").output.shape[1:4] == (1, 4, 4)
+    assert FlexUNet.size_multiples_for(model.get_config()) == (4, 8, 8)
+    assert FlexUNet.size_multiple_for(model.get_config()) == 8
+    assert FlexUNet.size_multiple_for(FlexUNet(**TINY).get_config()) == 4
+    assert level_kernels(3, [5, (1, 3, 3)], 2, 3) == [(5, 5, 5), (1, 3, 3)]
+
+
+def test_instance_normalization_normalizes_each_channel_of_each_image():
+    model = FlexUNet(**TINY_3D, normalization="instance", data_format="channels_last")
+    norm = model.get_layer("enc0_norm1")
+    assert isinstance(norm, keras.layers.GroupNormalization) and norm.groups == 4
+    x = np.random.default_rng(0).normal(3, 5, size=(1, 8, 16, 16, 4)).astype("float32")
+    y = keras.ops.convert_to_numpy(norm(x))
+    np.testing.assert_allclose(y.mean(axis=(1, 2, 3)), 0, atol=1e-4)
+    np.testing.assert_allclose(y.std(axis=(1, 2, 3)), 1, atol=1e-2)
+
+
+@pytest.mark.parametrize("normalization", ["batch", "instance"])
+def test_3d_layouts_hold_the_same_weights_and_give_the_same_outputs(normalization):
+    kwargs = {**TINY_3D, "normalization": normalization, "pool_sizes": [(1, 2, 2), 2]}
+    if keras.backend.backend() == "tensorflow" and not backend.has_gpu():
+        pytest.raises(ValueError, FlexUNet, **kwargs, data_format="channels_first")
+        return
+    last = FlexUNet(**kwargs, data_format="channels_last")
+    first = FlexUNet(**kwargs, data_format="channels_first")
+    for source, target in zip(last.weights, first.weights, strict=True):
+        target.assign(source)
+    x = np.random.default_rng(0).normal(size=(2, 8, 16, 16, 2)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(first(x, training=False)),
+        keras.ops.convert_to_numpy(last(x, training=False)),
+        atol=1e-5,
+    )
+    assert forward_flops(first) == forward_flops(last) > 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (dict(spatial_dims=4), "spatial_dims=4"),
+        (dict(input_shape=(16, 16, 2)), "input_shape=(16, 16, 2)"),
+        (dict(base_kernels=(3, 3)), "base_kernels=(3, 3)"),
+        (dict(pool_sizes=[2]), "list of 2 entries"),
+        (dict(pool_sizes=[2, (1, 0, 2)]), "pool_sizes[1]=(1, 0, 2)"),
+        (dict(kernel_sizes=[3, 3]), "kernel_sizes"),
+        (dict(input_shape=(6, 16, 16, 2)), "depth must be a multiple of 4"),
+        (dict(input_shape=(5, 16, 16, 2), pool_sizes=[(1, 2, 2), 2]),
+         "depth must be a multiple of 2 (the product of its pool_sizes)"),
+    ],
+)  # fmt: skip
+def test_bad_3d_arguments_name_argument_and_value(override, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[").replace("]", r"\]")):  # fmt: skip
+        FlexUNet(**{**TINY_3D, **override})

@@ -90,3 +90,19 @@ def test_auto_precision_predicts_in_what_auto_trains_in(trains_in, predicts_in, 
     monkeypatch.setattr("flexseg.backend.auto_precision", lambda: trains_in)
     assert inference_dtype("auto") == predicts_in
     assert inference_dtype("float32") == "float32"
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_3d_folded_copy_predicts_what_the_model_does(num_classes):
+    model = with_statistics(
+        FlexUNet(input_shape=(8, 16, 16, 1), spatial_dims=3, num_classes=num_classes,
+                 base_filters=4, num_layers=3, pool_sizes=[(1, 2, 2), 2])
+    )  # fmt: skip
+    copy = inference_model(model)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in copy.layers)
+    x = np.random.default_rng(0).normal(size=(2, 8, 16, 16, 1)).astype("float32")
+    probs = keras.ops.convert_to_numpy(copy.predict_on_batch(x))
+    assert probs.shape == (2, 8, 16, 16, num_classes)
+    np.testing.assert_allclose(
+        probs, keras.ops.convert_to_numpy(model(x, training=False)), atol=1e-5
+    )

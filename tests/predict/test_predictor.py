@@ -8,7 +8,7 @@ import pytest
 
 from flexseg.config.schema import TTA_MODES
 from flexseg.data.reading import ReadSpec
-from flexseg.predict.predictor import TTA_VIEWS, Predictor, gaussian_weights, tile_starts
+from flexseg.predict.predictor import TTA_VIEWS, Predictor
 
 
 class Identity(keras.Model):
@@ -18,20 +18,6 @@ class Identity(keras.Model):
         inputs = keras.Input((*size, 1))
         outputs = keras.layers.Concatenate()([1.0 - inputs, inputs])
         super().__init__(inputs, outputs)
-
-
-@pytest.mark.parametrize(("size", "tile", "overlap"), [(10, 4, 0.5), (9, 4, 0.25), (4, 4, 0.5)])
-def test_tiles_cover_the_image(size, tile, overlap):
-    starts = tile_starts(size, tile, overlap)
-    covered = np.zeros(size, bool)
-    for s in starts:
-        covered[s : s + tile] = True
-    assert covered.all() and starts[-1] + tile == size
-
-
-def test_gaussian_weights_peak_in_the_centre():
-    w = gaussian_weights(8, 8)
-    assert w[3:5, 3:5].min() == w.max() and w.min() > 0
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (10, 13), (40, 27)])
