@@ -49,7 +49,7 @@ def source_of(dataset: DatasetConfig) -> Source:
     rule = settings(
         SplitRule, split, groups=split.groups or None, fractions=split.fractions or None
     )
-    return settings(Source, dataset, split=rule)
+    return settings(Source, dataset, split=rule, whole_volumes=dataset.patch_size is not None)
 
 
 def find_samples(

@@ -35,15 +35,15 @@ def categorical_crossentropy(y_true, y_pred, class_weights: Sequence[float] | No
     per_class = -y_true * ops.log(y_pred)  # (B, H, W, K)
     if class_weights is not None:
         per_class = per_class * ops.convert_to_tensor(class_weights, dtype=y_pred.dtype)
-    return ops.mean(ops.sum(per_class, axis=-1), axis=(1, 2))
+    return ops.mean(ops.sum(per_class, axis=-1), axis=_space(y_true))
 
 
 def focal_crossentropy(y_true, y_pred, gamma: float):
     """Focal loss: cross-entropy scaled by (1 - p_true)**gamma; (B,) mean over pixels."""
     y_true, y_pred = _tensors(y_true, y_pred)
     y_pred = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
-    p_true = ops.sum(y_true * y_pred, axis=-1)  # (B, H, W)
-    return ops.mean(-((1.0 - p_true) ** gamma) * ops.log(p_true), axis=(1, 2))
+    p_true = ops.sum(y_true * y_pred, axis=-1)  # (B, H, W) or (B, X, Y, Z)
+    return ops.mean(-((1.0 - p_true) ** gamma) * ops.log(p_true), axis=_space(y_true))
 
 
 def soft_dice_loss(y_true, y_pred, include_background: bool, smooth: float):
@@ -82,8 +82,13 @@ def _tensors(y_true, y_pred):
     return ops.convert_to_tensor(y_true, "float32"), ops.convert_to_tensor(y_pred, "float32")
 
 
+def _space(y_true) -> tuple[int, ...]:
+    """The spatial axes of (B, *space, K) one-hot labels: 2 of images, 3 of volumes."""
+    return tuple(range(1, len(y_true.shape) - 1))
+
+
 def _class_sums(y_true, y_pred):
-    axes = (0, 1, 2)  # batch and space: one value per class
+    axes = (0, *_space(y_true))  # batch and space: one value per class
     tp = ops.sum(y_true * y_pred, axis=axes)
     fp = ops.sum((1.0 - y_true) * y_pred, axis=axes)
     fn = ops.sum(y_true * (1.0 - y_pred), axis=axes)

@@ -23,10 +23,11 @@ KINDS = ("fg_dice", "dice", "iou", "pixel_accuracy")
 
 
 def confusion_counts(y_true, y_pred, num_classes: int):
-    """Per-class (tp, fp, fn) of one-hot truth and class scores (B, H, W, K), in keras.ops."""
-    true_1h = ops.cast(y_true, "float32")  # (B, H, W, K), already one-hot
+    """Per-class (tp, fp, fn) of one-hot truth and class scores (B, H, W, K) or
+    (B, X, Y, Z, K), in keras.ops."""
+    true_1h = ops.cast(y_true, "float32")  # already one-hot
     pred_1h = ops.one_hot(ops.argmax(y_pred, axis=-1), num_classes, dtype="float32")
-    axes = (0, 1, 2)
+    axes = tuple(range(len(true_1h.shape) - 1))  # batch and space
     tp = ops.sum(true_1h * pred_1h, axis=axes)
     return tp, ops.sum(pred_1h, axis=axes) - tp, ops.sum(true_1h, axis=axes) - tp
 

@@ -37,6 +37,7 @@ from flexseg.data.reading import NORMALIZATIONS, SIZE_POLICIES, ReadSpec
 from flexseg.data.sources import LAYOUTS, Source, SplitRule
 from flexseg.data.splits import SPLITS
 from flexseg.data.volumes import MAX_VOXELS, SLICE_AXES
+from flexseg.errors import ConfigError
 from flexseg.models import INFERENCE_PRECISIONS, MODELS
 
 # The option lists of what only runs above the config (training, prediction, export); those of
@@ -138,6 +139,13 @@ class DatasetConfig(Section):
     slice_axis: str = choice(Source.slice_axis, SLICE_AXES)
     # Volumes: neighbouring slices on each side read as further channels (2.5D)
     context_slices: int = rule(ReadSpec.context_slices, lambda n: n >= 0, ">= 0")
+    # 3D models (model.spatial_dims=3): [x, y, z] voxels of the training patches, in the
+    # volumes' RAS order; each case is one sample, whole; null: 2D samples (images, slices)
+    patch_size: list[int] | None = rule(
+        None,
+        lambda v: v is None or (len(v) == 3 and min(v) >= 1),
+        "null or [x, y, z] of positive integers",
+    )
     # [height, width] of the model input; None pads each image to the model's size multiple.
     image_size: list[int] | None = rule(
         None, _optional_pair(lambda size: min(size) >= 1), "[height, width] of positive integers"
@@ -235,6 +243,10 @@ class TrainerConfig(Section):
     drop_remainder: bool = True  # training: leave out an epoch's last, smaller batch
     # training: oversample slices with foreground to this share of an epoch
     foreground_fraction: float | None = rule(None, _fraction(True, False), "in (0, 1] or null")
+    # 3D training: the share of each batch's patches centred on a foreground voxel (nnU-Net:
+    # a third), and the patches an epoch serves (null: one per training case)
+    foreground_patches: float = rule(0.33, lambda p: 0 <= p <= 1, "in [0, 1]")
+    patches_per_epoch: int | None = rule(None, lambda n: n is None or n >= 1, ">= 1 or null")
     # training: slices whose foreground covers fewer pixels than this (at the model's input
     # size) are served small_lesion_repeats times an epoch
     small_lesion_pixels: int | None = rule(None, lambda n: n is None or n >= 1, ">= 1 or null")
@@ -378,9 +390,31 @@ class TrainConfig(Section):
         self.loss = _derived_section(self.loss, LossSection, loss_schema, "name", DEFAULT_LOSS)
         super().__post_init__()
         dataset = self.dataset
+        dims = getattr(self.model, "spatial_dims", 2)
+        if (dims == 3) != (dataset.patch_size is not None):
+            raise ConfigError(
+                f"model.spatial_dims={dims} and dataset.patch_size={dataset.patch_size}: a 3D "
+                "model trains on patches of whole volumes and a 2D model on slices; set both "
+                "(e.g. model.spatial_dims=3 dataset.patch_size=[64,64,64]) or neither."
+            )
+        if dims == 3 and dataset.split.holdout_fraction:
+            raise ConfigError(
+                f"dataset.split.holdout_fraction={dataset.split.holdout_fraction} holds out a "
+                "block of each case's slices; a 3D model's samples are whole cases: validate on "
+                "cases of their own (dataset.split.groups.valid or fractions) and set "
+                "dataset.split.holdout_fraction=0."
+            )
+        if dims == 3 and dataset.context_slices:
+            raise ConfigError(
+                f"dataset.context_slices={dataset.context_slices} adds neighbouring slices to a "
+                "2D model's input; a 3D model sees them itself: set dataset.context_slices=0."
+            )
         if self.model.input_shape is None:
-            channels = dataset.channels * (2 * dataset.context_slices + 1)
-            self.model.input_shape = [*(dataset.image_size or [None, None]), channels]
+            if dims == 3:
+                self.model.input_shape = [*dataset.patch_size, dataset.channels]
+            else:
+                channels = dataset.channels * (2 * dataset.context_slices + 1)
+                self.model.input_shape = [*(dataset.image_size or [None, None]), channels]
         if self.model.num_classes is None:
             self.model.num_classes = dataset.num_classes
 

@@ -31,6 +31,9 @@ class LoaderSettings:
             with this probability.
         augment: the training split's albumentations transforms, as
             `[{name: HorizontalFlip, p: 0.5}, ...]`.
+        patch_size: (x, y, z) of 3D training's patches of whole volumes; None: 2D samples.
+        foreground_patches, patches_per_epoch: 3D training's patches centred on
+            foreground and count (see `flexseg.data.patches.PatchBatches`).
     """
 
     batch_size: int
@@ -46,6 +49,9 @@ class LoaderSettings:
     stand_in_channel: int | None
     stand_in_p: float
     augment: Sequence[Mapping]
+    patch_size: Sequence[int] | None = None
+    foreground_patches: float = 0.33
+    patches_per_epoch: int | None = None
 
 
 def build_datasets(
@@ -89,6 +95,7 @@ def build_datasets(
     small_lesions = None
     if loader.small_lesion_pixels is not None:
         small_lesions = (loader.small_lesion_pixels, loader.small_lesion_repeats)
+    size = loader.patch_size or spec.image_size
     result = {}
     for split, samples in splits.items():
         if not samples or only not in (None, split):
@@ -100,7 +107,7 @@ def build_datasets(
             batch_size=loader.batch_size,
             spec=spec,
             colormap=colormap,
-            augment=build_augmentation(loader.augment, spec.image_size) if training else None,
+            augment=build_augmentation(loader.augment, size) if training else None,
             shuffle=training,
             seed=loader.seed,
             drop_remainder=training and loader.drop_remainder,
@@ -115,5 +122,8 @@ def build_datasets(
             shard=shard,
             equal_parts=equal_parts,
             stand_in=stand_in if training else None,
+            patch_size=loader.patch_size,
+            foreground_patches=loader.foreground_patches,
+            patches_per_epoch=loader.patches_per_epoch if training else None,
         )
     return result

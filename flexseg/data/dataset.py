@@ -12,6 +12,7 @@ import numpy as np
 from flexseg.data.batches import Batches, read_pair
 from flexseg.data.cache import build_cache, cache_key
 from flexseg.data.masks import ColorMap
+from flexseg.data.patches import PatchBatches
 from flexseg.data.reading import (
     IntensityStats,
     ReadSpec,
@@ -70,6 +71,11 @@ class SegmentationDataset(keras.utils.PyDataset):
             together), so together they serve one process's batches in the same order.
         equal_parts: the processes' parts must be equal (JAX): the last batch leaves out its
             last `n % processes` samples.
+        patch_size: (x, y, z): the samples are whole volumes and batches hold random patches
+            of this size (`flexseg.data.patches.PatchBatches`); None: 2D samples.
+        foreground_patches: with `patch_size` and `shuffle`, the share of each batch's
+            patches centred on a foreground voxel.
+        patches_per_epoch: with `patch_size`, the patches an epoch serves; None: one a case.
 
     Example:
     >>> splits = find_samples(Source(root="data", group_regex=r"^(p\d+)_", ...), seed=0)
@@ -100,6 +106,9 @@ class SegmentationDataset(keras.utils.PyDataset):
         stand_in: tuple[int, float] | None = None,
         equal_parts: bool = False,
         small_lesions: tuple[int, int] | None = None,
+        patch_size: Sequence[int] | None = None,
+        foreground_patches: float = 1 / 3,
+        patches_per_epoch: int | None = None,
     ):
         # Keras' own threads stay off: batches come from `pool`'s processes, or from here.
         super().__init__(workers=1, use_multiprocessing=False)
@@ -115,24 +124,40 @@ class SegmentationDataset(keras.utils.PyDataset):
 
             key = cache_key(samples, num_classes, spec, colormap)
             stored = build_cache(samples, read, cache, key, cache_dir, max(workers, 1))
-        self.batches = Batches(
-            samples,
-            num_classes,
-            batch_size,
-            spec,
-            colormap,
-            augment,
-            shuffle,
-            seed,
-            drop_remainder,
-            foreground_fraction,
-            group_stats,
-            stored,
-            shard,
-            stand_in,
-            equal_parts,
-            small_lesions,
-        )
+        if patch_size is not None:
+            self.batches = PatchBatches(
+                samples,
+                num_classes,
+                batch_size,
+                spec,
+                patch_size,
+                augment,
+                shuffle,
+                seed,
+                foreground_patches,
+                patches_per_epoch,
+                stored,
+                shard,
+            )
+        else:
+            self.batches = Batches(
+                samples,
+                num_classes,
+                batch_size,
+                spec,
+                colormap,
+                augment,
+                shuffle,
+                seed,
+                drop_remainder,
+                foreground_fraction,
+                group_stats,
+                stored,
+                shard,
+                stand_in,
+                equal_parts,
+                small_lesions,
+            )
         self.epoch = 0
         self.read_error: DataError | None = None  # the last file that failed to read
         self.name = name

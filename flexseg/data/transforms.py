@@ -29,8 +29,10 @@ def build_augmentation(
 
     Args:
         transforms: the `augment.transforms` list.
-        image_size: (height, width) of the images, to refuse transforms that would swap a
-            non-square image's axes and break batching.
+        image_size: (height, width) of the images, or (x, y, z) of 3D training's patches,
+            to refuse transforms that would swap the axes of a non-square image or a
+            non-cubic patch and break batching (a 2D transform acts on each (y, z) plane of
+            a patch, albumentations' (height, width)).
 
     Returns:
         The pipeline, or None for an empty list (no augmentation).
@@ -47,7 +49,18 @@ def build_augmentation(
                 f"augment.transforms[{i}].name={name!r} is not an albumentations transform; "
                 "use a class name such as HorizontalFlip, Affine or RandomBrightnessContrast."
             )
-        if name in SWAPS_AXES and image_size is not None and image_size[0] != image_size[1]:
+        if image_size is not None and len(image_size) == 3:
+            cubic = name == "CubicSymmetry"
+            if (cubic and len(set(image_size)) > 1) or (
+                name in SWAPS_AXES and image_size[1] != image_size[2]
+            ):
+                shape = "cubic" if cubic else "with equal y and z"
+                raise ConfigError(
+                    f"augment.transforms[{i}] ({name}) swaps axes of the patches, but they are "
+                    f"{list(image_size)} (x, y, z); use it with a dataset.patch_size {shape} "
+                    "only, or remove it."
+                )
+        elif name in SWAPS_AXES and image_size is not None and image_size[0] != image_size[1]:
             raise ConfigError(
                 f"augment.transforms[{i}] ({name}) swaps height and width, but the images are "
                 f"{image_size[0]}x{image_size[1]} (height x width); use it with square "

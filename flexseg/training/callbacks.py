@@ -176,9 +176,13 @@ class EpochPreview(keras.callbacks.Callback):
         super().__init__()
         self.folder = Path(folder)
         self.save = save
-        self.images = images  # (N, H, W, C) model inputs
-        self.masks = masks  # (N, H, W) class ids
+        self.images = images  # (N, H, W, C) model inputs, or (N, X, Y, Z, C) patches
+        self.masks = masks  # (N, H, W) class ids, or (N, X, Y, Z)
         self.names = list(names)
+        # a patch is shown by its slice (along z) of the most foreground
+        self.cuts = (
+            [int((m > 0).sum(axis=(0, 1)).argmax()) for m in masks] if masks.ndim == 4 else None
+        )
 
     def path(self, epoch: int) -> Path:
         """The picture of an epoch (0-based, as Keras counts)."""
@@ -189,10 +193,13 @@ class EpochPreview(keras.callbacks.Callback):
         if not self.save:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        preds = probs.argmax(-1)
+        preds, images, masks = probs.argmax(-1), self.images, self.masks
+        if self.cuts is not None:
+            at = np.arange(len(self.cuts)), slice(None), slice(None), self.cuts
+            preds, images, masks = preds[at], images[at], masks[at]
         rows = [
             [overlay(image, np.zeros_like(mask)), overlay(image, mask), overlay(image, pred)]
-            for image, mask, pred in zip(self.images, self.masks, preds, strict=True)
+            for image, mask, pred in zip(images, masks, preds, strict=True)
         ]
         score = (logs or {}).get("val_fg_dice")
         title = f"epoch {epoch + 1}" + (f", val_fg_dice {score:.3f}" if score is not None else "")

@@ -92,3 +92,14 @@ def test_axis_swapping_transforms_need_square_images():
     assert build_augmentation(spec, image_size=(64, 64)) is not None
     with pytest.raises(ConfigError, match=r"RandomRotate90\) swaps height and width"):
         build_augmentation(spec, image_size=(224, 192))
+
+
+def test_axis_swapping_transforms_of_patches_need_equal_axes():
+    cubic = [{"name": "CubicSymmetry", "p": 0.5}]
+    assert build_augmentation(cubic, image_size=(16, 16, 16)) is not None
+    with pytest.raises(ConfigError, match=r"CubicSymmetry\) swaps axes .* \[16, 16, 8\]"):
+        build_augmentation(cubic, image_size=(16, 16, 8))
+    planar = [{"name": "RandomRotate90", "p": 0.5}]
+    assert build_augmentation(planar, image_size=(8, 16, 16)) is not None  # each (y, z) plane
+    with pytest.raises(ConfigError, match="equal y and z"):
+        build_augmentation(planar, image_size=(16, 16, 8))
