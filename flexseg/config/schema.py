@@ -50,7 +50,7 @@ CHECKPOINTS = ("best", "last")
 RESUMES = ("never", "auto")
 # test-time augmentation: the mean of the predictions of the image and its mirrors
 # (flexseg.predict.predictor.TTA_VIEWS)
-TTA_MODES = ("none", "flip", "flip_hv")
+TTA_MODES = ("none", "flip", "flip_hv", "mirror")
 EXPORT_FORMATS = ("onnx", "tf_saved_model", "litert", "torch")
 
 DEFAULT_MODEL = MODELS["flex_unet"]

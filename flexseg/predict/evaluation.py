@@ -154,8 +154,10 @@ def evaluate_samples(
     per_volume, sized = {}, []
     for group, volume in volumes.items():
         truth, pred = volume["truth"], volume["pred"]
-        if len({t.shape for t in truth}) == 1:  # slices of a volume, stacked in name order
-            stacked = np.stack(truth), np.stack(pred)
+        whole = volume["sample"].whole  # a 3D model's volume: one sample
+        if whole or len({t.shape for t in truth}) == 1:
+            # a whole volume, or the slices of one stacked in name order
+            stacked = (truth[0], pred[0]) if whole else (np.stack(truth), np.stack(pred))
             distance = hd95(*stacked)
             lesions = lesion_counts(*stacked)
             sized.append(lesion_sizes(*stacked))
@@ -238,7 +240,10 @@ def _in_mm(volume: dict, names: Sequence[str], truth: np.ndarray, pred: np.ndarr
     Dice of each class. `truth`, `pred` are its slices stacked (slice axis first)."""
     sample = volume["sample"]
     spacing = volume_files.geometry(sample.image).spacing
-    stacked = (spacing[sample.axis], *(s for a, s in enumerate(spacing) if a != sample.axis))
+    if sample.whole:
+        stacked = tuple(spacing)
+    else:
+        stacked = (spacing[sample.axis], *(s for a, s in enumerate(spacing) if a != sample.axis))
     voxel_ml = float(np.prod(spacing)) / 1000.0
     return {
         "hd95_mm": hd95(truth, pred, stacked),
@@ -261,7 +266,7 @@ class LossMean:
 
     def add(self, truth: np.ndarray, outputs: np.ndarray) -> None:
         """Class ids (N, h, w) and the model's outputs (N, h, w, K) on the same pixels."""
-        if self.loss is None:
+        if self.loss is None or outputs is None:  # a 3D model's windows are not kept
             return
         self.truth += list(truth)
         self.outputs += list(outputs)

@@ -31,11 +31,25 @@ from flexseg.data.reading import (
     to_model_input,
     to_unit,
 )
-from flexseg.models.windows import gaussian_weights, tile_starts
+from flexseg.models.windows import gaussian_weights, sliding_window, tile_starts
 
 # Test-time augmentation (the `tta` options): per mode, the batch axes flipped in each view
 # (1 rows, 2 columns), the image itself first; the prediction is the mean of the views'.
-TTA_VIEWS = {"none": [()], "flip": [(), (2,)], "flip_hv": [(), (2,), (1,), (1, 2)]}
+# mirror: every combination of axes (of an image, as flip_hv).
+TTA_VIEWS = {
+    "none": [()],
+    "flip": [(), (2,)],
+    "flip_hv": [(), (2,), (1,), (1, 2)],
+    "mirror": [(), (2,), (1,), (1, 2)],
+}
+# Of a volume's patches (axes 1, 2, 3: x, y, z of RAS order): flip mirrors left and right (x),
+# flip_hv x, y and both, mirror every one of the 8 combinations (nnU-Net's).
+TTA_VIEWS_3D = {
+    "none": [()],
+    "flip": [(), (1,)],
+    "flip_hv": [(), (1,), (2,), (1, 2)],
+    "mirror": [axes for n in range(4) for axes in itertools.combinations((1, 2, 3), n)],
+}
 
 
 @dataclass
@@ -68,7 +82,8 @@ class Predictor:
         model: a Keras model with input (H, W, C) and softmax or logits output (.., K).
         spec: how the training data were read (size policy, normalisation, channels).
         tta: `"none"`; `"flip"` to average with the horizontally flipped prediction;
-            `"flip_hv"` with the horizontally, vertically and doubly flipped ones.
+            `"flip_hv"` with the horizontally, vertically and doubly flipped ones; `"mirror"`
+            with every combination of mirrored axes (of a volume, `TTA_VIEWS_3D`).
         overlap: share of a tile that its neighbour overlaps in tiled inference.
         batch_size: model inputs per forward pass, flipped copies included (bounds memory).
         from_logits: the model outputs logits.
@@ -87,8 +102,10 @@ class Predictor:
         if self.batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={self.batch_size}")
         shape = self.model.input_shape
-        self.input_size = (shape[1], shape[2])
-        self.channels = shape[3]
+        self.spatial_dims = len(shape) - 2
+        self.input_size = tuple(shape[1:-1])
+        self.channels = shape[-1]
+        self.views = (TTA_VIEWS_3D if self.spatial_dims == 3 else TTA_VIEWS)[self.tta]
 
     def predict(self, image: np.ndarray, stats: IntensityStats | None = None) -> np.ndarray:
         """Probabilities (H, W, K) for one raw image (H, W, C) at its original size.
@@ -106,6 +123,11 @@ class Predictor:
         """(probabilities (H, W, K), its job) for each (raw image, group statistics, item),
         in order, with the inputs of consecutive images batched together; `job.item` is the
         item given with the image (its file, its mask: whatever the caller needs next)."""
+        if self.spatial_dims == 3:
+            for image, stats, item in images:
+                job = Job(None, lambda probs: probs, lambda mask: mask[None], item=item)
+                yield self.predict_volume(image, stats), job
+            return
         waiting: list[Job] = []
         queued = 0
         for image, stats, item in images:
@@ -123,10 +145,27 @@ class Predictor:
         for job in jobs:
             yield job.finish(job.probabilities), job
 
+    def predict_volume(
+        self, volume: np.ndarray, stats: IntensityStats | None = None, progress=None
+    ) -> np.ndarray:
+        """Probabilities (X, Y, Z, K) of a 3D model for one volume (X, Y, Z, C) as read,
+        by sliding windows of the model's patch size (`flexseg.models.windows`), their
+        mirrored copies (`tta`) in the same forward passes."""
+        unit, scale = to_unit(self._match_channels(volume))
+        x = to_model_input(unit, scale, self.spec, stats)
+        return sliding_window(
+            x,
+            lambda windows: self._forward(windows)[0],
+            self.input_size,
+            self.overlap,
+            self._per_pass,
+            progress=progress,
+        )
+
     @property
     def _per_pass(self) -> int:
         """Model inputs per forward pass before their flipped copies join them."""
-        return max(self.batch_size // len(TTA_VIEWS[self.tta]), 1)
+        return max(self.batch_size // len(self.views), 1)
 
     def run(self, jobs: Sequence[Job]) -> None:
         """Forward passes of the jobs' inputs, `batch_size` at a time, into the jobs; jobs
@@ -144,7 +183,7 @@ class Predictor:
         """(N, h, w, C) model inputs -> probabilities (flips averaged) and the model's own
         outputs, each (N, h, w, K)."""
         probs, outputs = [], []
-        views = TTA_VIEWS[self.tta]
+        views = self.views
         for start in range(0, len(inputs), self._per_pass):
             chunk = inputs[start : start + self._per_pass]
             count = len(chunk)

@@ -1,5 +1,6 @@
-"""Predictions of volumes: each case's slices predicted by a 2D model and stacked, written as
-a NIfTI label volume on the case's own grid (its axis order, affine and header)."""
+"""Predictions of volumes: each case's slices predicted by a 2D model and stacked (or its
+whole volume by a 3D model's sliding windows), written as a NIfTI label volume on the case's
+own grid (its axis order, affine and header)."""
 
 from __future__ import annotations
 
@@ -82,6 +83,9 @@ def predict_volumes(
     output = Path(output)
     plan = {case.name: output_paths(case.name, output, save_probabilities) for case in cases}
     make_room(plan, overwrite)
+    if predictor.spatial_dims == 3:
+        _predict_whole(predictor, cases, plan, save_probabilities, rule)
+        return [plan[case.name] for case in cases]
     spec = predictor.spec
     shapes = {
         case.name: volumes.geometry(case.images[0], "image", spec.max_voxels).shape
@@ -117,6 +121,32 @@ def predict_volumes(
         for future in pending:
             future.result()
     return [plan[case.name] for case in cases]
+
+
+def _predict_whole(
+    predictor: Predictor,
+    cases: Sequence[Case],
+    plan: Mapping[str, dict[str, Path]],
+    save_probabilities: bool,
+    rule: Mapping,
+) -> None:
+    """A 3D model's predictions: each case's whole volume by sliding windows."""
+    samples = [
+        Sample(case.images[0], None, case.name, None, None, case.name, tuple(case.images[1:]))
+        for case in cases
+    ]
+    progress = progress_bar(len(cases), "predicting", unit="volume")
+    with ThreadPoolExecutor(1) as writer:
+        pending = []
+        reads = read_ahead(lambda s: read_sample(s, predictor.spec), samples)
+        for sample, raw in zip(samples, reads, strict=True):
+            probs = predictor.predict_volume(raw)
+            labels = classes(probs, rule).astype(np.uint8)
+            kept = probs if save_probabilities else None
+            pending.append(writer.submit(_write, plan[sample.case], labels, kept, sample.image))
+            progress.add(1)
+        for future in pending:
+            future.result()
 
 
 def _place(volume: np.ndarray, axis: int, index: int, values: np.ndarray) -> None:

@@ -116,7 +116,7 @@ def make_plan(
         source_of(dataset), dataset.num_classes, cfg.seed, spec if masks_readable else None, cmap
     )
     problems += data_problems
-    axes = {s.axis for samples in splits.values() for s in samples if s.volume}
+    axes = {s.axis for samples in splits.values() for s in samples if s.axis is not None}
     if axes:  # the axis "auto" chose, recorded in the run for evaluate and infer
         dataset.slice_axis = str(axes.pop())
     if cfg.postprocess == "auto" and not splits.get("valid"):
