@@ -185,10 +185,7 @@ class Batches:
                 raw = stand_in(raw, channel)
         image, scale = to_unit(raw)
         if self.augment is not None:
-            # Seeded per sample: the same result in any process, in any order.
-            self.augment.set_random_seed(
-                int(np.random.SeedSequence([self.seed, _AUGMENT, epoch, i]).generate_state(1)[0])
-            )
+            reseed(self.augment, self.seed, _AUGMENT, epoch, i)
             out = self.augment(image=image, mask=mask)
             if out["mask"].shape != mask.shape:
                 raise DataError(
@@ -207,6 +204,12 @@ class Batches:
         if self.cache is not None:
             return self.cache.get(i)
         return read_pair(self.samples[i], self.num_classes, self.spec, self.colormap)
+
+
+def reseed(augment: A.Compose, *key: int) -> None:
+    """Seeds `augment` for one draw by `key` (numpy's SeedSequence): the same result in any
+    process, in any order."""
+    augment.set_random_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
 
 
 def read_pair(

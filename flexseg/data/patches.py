@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from flexseg.data.batches import read_pair
+from flexseg.data.batches import read_pair, reseed
 from flexseg.data.cache import SampleCache
 from flexseg.data.reading import ReadSpec
 from flexseg.data.sources import Sample
@@ -207,8 +207,7 @@ class PatchBatches:
         box = tuple(slice(c, c + p) for c, p in zip(corner, self.patch_size, strict=True))
         image, labels = image[box], labels[box]
         if self.augment is not None:
-            state = np.random.SeedSequence([self.seed, _AUGMENT, epoch, position])
-            self.augment.set_random_seed(int(state.generate_state(1)[0]))
+            reseed(self.augment, self.seed, _AUGMENT, epoch, position)
             out = self.augment(volume=image, mask3d=labels)
             if out["mask3d"].shape != labels.shape:
                 raise DataError(

@@ -22,6 +22,27 @@ def block_form_pays() -> bool:
     return backend.is_jax_on_cpu()
 
 
+def _pooled_by_blocks(layer) -> bool:
+    """Whether a max-pooling layer computes in the block form: where it pays, channels
+    last, its windows side by side."""
+    return (
+        block_form_pays()
+        and layer.data_format == "channels_last"
+        and tuple(layer.strides) == tuple(layer.pool_size)
+    )
+
+
+def _transposed_by_blocks(layer) -> bool:
+    """Whether a transposed convolution computes in the block form: where it pays, channels
+    last, each input pixel writing its own block."""
+    return (
+        block_form_pays()
+        and layer.data_format == "channels_last"
+        and tuple(layer.strides) == tuple(layer.kernel_size)
+        and set(layer.dilation_rate) == {1}
+    )
+
+
 @keras.saving.register_keras_serializable(package="flexseg")
 class BlockConv2DTranspose(keras.layers.Conv2DTranspose):
     """`keras.layers.Conv2DTranspose`, as a matrix product when ``strides == kernel_size``.
@@ -31,12 +52,7 @@ class BlockConv2DTranspose(keras.layers.Conv2DTranspose):
     """
 
     def call(self, inputs):
-        if not (
-            block_form_pays()
-            and self.data_format == "channels_last"
-            and tuple(self.strides) == tuple(self.kernel_size)
-            and tuple(self.dilation_rate) == (1, 1)
-        ):
+        if not _transposed_by_blocks(self):
             return super().call(inputs)
         kh, kw = self.kernel_size
         _, height, width, _ = ops.shape(inputs)
@@ -56,11 +72,7 @@ class BlockMaxPooling2D(keras.layers.MaxPooling2D):
     """
 
     def call(self, inputs):
-        if not (
-            block_form_pays()
-            and self.data_format == "channels_last"
-            and tuple(self.strides) == tuple(self.pool_size)
-        ):
+        if not _pooled_by_blocks(self):
             return super().call(inputs)
         ph, pw = self.pool_size
         _, height, width, channels = ops.shape(inputs)
@@ -75,12 +87,7 @@ class BlockConv3DTranspose(keras.layers.Conv3DTranspose):
     """
 
     def call(self, inputs):
-        if not (
-            block_form_pays()
-            and self.data_format == "channels_last"
-            and tuple(self.strides) == tuple(self.kernel_size)
-            and tuple(self.dilation_rate) == (1, 1, 1)
-        ):
+        if not _transposed_by_blocks(self):
             return super().call(inputs)
         kd, kh, kw = self.kernel_size
         _, depth, height, width, _ = ops.shape(inputs)
@@ -97,11 +104,7 @@ class BlockMaxPooling3D(keras.layers.MaxPooling3D):
     """`keras.layers.MaxPooling3D`, as a reshape and a max when ``strides == pool_size``."""
 
     def call(self, inputs):
-        if not (
-            block_form_pays()
-            and self.data_format == "channels_last"
-            and tuple(self.strides) == tuple(self.pool_size)
-        ):
+        if not _pooled_by_blocks(self):
             return super().call(inputs)
         pd, ph, pw = self.pool_size
         _, depth, height, width, channels = ops.shape(inputs)
