@@ -208,7 +208,9 @@ class PatchBatches:
         image, labels = image[box], labels[box]
         if self.augment is not None:
             reseed(self.augment, self.seed, _AUGMENT, epoch, position)
-            out = self.augment(volume=image, mask3d=labels)
+            # `images` (the first plane) only feeds the parameters of the transforms that
+            # read them from an image (RandomBrightnessContrast); its output is not used
+            out = self.augment(volume=image, mask3d=labels, images=image[:1])
             if out["mask3d"].shape != labels.shape:
                 raise DataError(
                     f"the augmentation turned a patch of {self.samples[i].image} from "

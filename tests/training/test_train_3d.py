@@ -56,6 +56,8 @@ def test_a_tiny_3d_run_trains_on_patches_the_same_in_any_process(volumes, tmp_pa
     # the same seed, the loader in a worker process: the same patches, the same metrics
     assert history([*run, "trainer.workers=1"], tmp_path / "b") == first
     # augmentation of volumes: albumentations' 3D transforms on the patches
+    augmented = [*run, "augment=light", "trainer.epochs=1"]  # 2D transforms on each plane
+    assert history(augmented, tmp_path / "d")[0]["loss"] != first[0]["loss"]
     augmented = [*run, "augment.transforms=[{name: CoarseDropout3D, p: 1.0}]", "trainer.epochs=1"]
     assert history(augmented, tmp_path / "c")[0]["loss"] != first[0]["loss"]
 
