@@ -4,13 +4,50 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import albumentations as A
+import numpy as np
+from albumentations.core.type_definitions import Targets
 
 from flexseg.errors import ConfigError
 
 # Transforms that swap height and width: only for square images.
 SWAPS_AXES = {"RandomRotate90", "Transpose", "D4", "SquareSymmetry"}
+
+
+class Mirror3D(A.Transform3D):
+    """Mirrors a patch along each of `axes` with probability `axis_p`, each axis drawn on
+    its own (nnU-Net's mirroring; albumentations' flips act on a patch's (y, z) planes only).
+
+    Args:
+        axes: the axes of (x, y, z) that may be mirrored.
+        axis_p: the probability of mirroring each of them.
+        p: the probability of applying the transform at all.
+    """
+
+    _targets = (Targets.VOLUME, Targets.MASK3D)
+
+    def __init__(self, axes: Sequence[int] = (0, 1, 2), axis_p: float = 0.5, p: float = 1.0):
+        super().__init__(p=p)
+        if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) < len(axes):
+            raise ValueError(f"axes must be distinct axes among 0, 1, 2. Received: {axes}")
+        if not 0 <= axis_p <= 1:
+            raise ValueError(f"axis_p must be in [0, 1]. Received: {axis_p}")
+        self.axes, self.axis_p = tuple(axes), axis_p
+
+    def get_params(self) -> dict[str, Any]:
+        return {"flipped": tuple(a for a in self.axes if self.py_random.random() < self.axis_p)}
+
+    def apply_to_volume(self, volume: np.ndarray, flipped: tuple[int, ...], **params: Any):
+        return np.flip(volume, flipped) if flipped else volume
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("axes", "axis_p")
+
+
+# flexseg's own transforms, named in augment.transforms like albumentations' classes
+OWN_TRANSFORMS = {"Mirror3D": Mirror3D}
 
 
 def build_augmentation(
@@ -43,11 +80,19 @@ def build_augmentation(
     for i, spec in enumerate(transforms):
         spec = dict(spec)
         name = spec.pop("name", None)
-        transform = getattr(A, name, None) if isinstance(name, str) else None
+        transform = None
+        if isinstance(name, str):
+            transform = OWN_TRANSFORMS.get(name, getattr(A, name, None))
         if not (isinstance(transform, type) and issubclass(transform, A.BasicTransform)):
             raise ConfigError(
                 f"augment.transforms[{i}].name={name!r} is not an albumentations transform; "
-                "use a class name such as HorizontalFlip, Affine or RandomBrightnessContrast."
+                "use a class name such as HorizontalFlip, Affine or RandomBrightnessContrast "
+                f"(or flexseg's {', '.join(OWN_TRANSFORMS)})."
+            )
+        if name in OWN_TRANSFORMS and (image_size is None or len(image_size) != 3):
+            raise ConfigError(
+                f"augment.transforms[{i}] ({name}) acts on 3D patches only; set "
+                "dataset.patch_size (3D training) or remove it."
             )
         if image_size is not None and len(image_size) == 3:
             cubic = name == "CubicSymmetry"

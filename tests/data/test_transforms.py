@@ -103,3 +103,26 @@ def test_axis_swapping_transforms_of_patches_need_equal_axes():
     assert build_augmentation(planar, image_size=(8, 16, 16)) is not None  # each (y, z) plane
     with pytest.raises(ConfigError, match="equal y and z"):
         build_augmentation(planar, image_size=(16, 16, 8))
+
+
+def test_mirror3d_flips_patch_and_mask_along_each_axis_on_its_own():
+    rng = np.random.default_rng(0)
+    volume = rng.normal(size=(6, 5, 4, 1)).astype(np.float32)
+    mask = (rng.random((6, 5, 4)) > 0.5).astype(np.uint8)
+    pipeline = build_augmentation(
+        [{"name": "Mirror3D", "axes": [0, 1, 2], "axis_p": 0.5}], image_size=(6, 5, 4)
+    )
+    seen = set()
+    for seed in range(40):
+        pipeline.set_random_seed(seed)
+        out = pipeline(volume=volume, mask3d=mask)
+        flipped = next(
+            axes
+            for axes in ((), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2))
+            if np.array_equal(out["volume"], np.flip(volume, axes) if axes else volume)
+        )
+        np.testing.assert_array_equal(out["mask3d"], np.flip(mask, flipped) if flipped else mask)
+        seen.add(flipped)
+    assert len(seen) == 8  # every combination of axes, each drawn on its own
+    with pytest.raises(ConfigError, match=r"Mirror3D\) acts on 3D patches only"):
+        build_augmentation([{"name": "Mirror3D"}], image_size=(64, 64))
