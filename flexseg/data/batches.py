@@ -171,6 +171,16 @@ class Batches:
             chosen = chosen[: len(chosen) - len(chosen) % processes]
         chosen = np.array_split(chosen, processes)[rank]  # consecutive parts, sizes differ by <= 1
         images, masks = zip(*(self.load(int(i), epoch) for i in chosen), strict=True)
+        sizes = {mask.shape: int(i) for i, mask in zip(chosen, masks, strict=True)}
+        if len(sizes) > 1:
+            (one, a), (other, b) = list(sizes.items())[:2]
+            a, b = self.samples[a], self.samples[b]
+            raise DataError(
+                f"one batch holds images of different sizes: {a.name} ({a.image}) is {one} and "
+                f"{b.name} ({b.image}) is {other} (height, width) after reading; "
+                "set dataset.image_size=[height,width] to pad (or, with "
+                "dataset.size_policy=resize, resize) every image to one size."
+            )
         images = np.stack(images)  # (B, H, W, C)
         masks = np.stack(masks)  # (B, H, W)
         return images, np.eye(self.num_classes, dtype=np.float32)[masks]  # (B, H, W, K)

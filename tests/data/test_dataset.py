@@ -277,6 +277,18 @@ def test_image_and_mask_of_different_sizes(tmp_path):
         SegmentationDataset(found["train"], 2, 1, ReadSpec())[0]
 
 
+def test_images_of_different_sizes_in_one_batch_name_both_and_the_setting(tmp_path):
+    for name, size in (("p01_a", (8, 8)), ("p01_b", (10, 6))):
+        write_png(tmp_path / "images" / f"{name}.png", np.zeros(size, np.uint8))
+        write_png(tmp_path / "masks" / f"{name}.png", np.zeros(size, np.uint8))
+    found = find_samples(data_source(tmp_path, split={"fractions": {"train": 1}}), seed=0)
+    message = r"p01_a \(.*p01_a.png\) is \(8, 8\) and p01_b .* is \(10, 6\).*image_size"
+    with pytest.raises(DataError, match=message):
+        SegmentationDataset(found["train"], 2, 2, ReadSpec())[0]
+    x, _ = SegmentationDataset(found["train"], 2, 2, ReadSpec(image_size=(12, 8)))[0]
+    assert x.shape == (2, 12, 8, 1)  # one size: both padded to it
+
+
 def test_too_little_shared_memory_is_one_clear_error(samples, monkeypatch):
     class Full:
         f_bavail, f_frsize = 10, 4096  # 40 KiB free everywhere
