@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 WEIGHTINGS = ("gaussian", "constant")
+SIGMA_SCALE = 0.125  # the gaussian weighting's sigma, a share of the window per axis
 
 
-def gaussian_weights(*sizes: int, sigma_scale: float = 0.125) -> np.ndarray:
+def gaussian_weights(*sizes: int, sigma_scale: float = SIGMA_SCALE) -> np.ndarray:
     """A weight map of shape `sizes` that favours the window's centre, never zero (a voxel
     that only edge windows cover must still count), 1 at the centre."""
     weights = np.ones((), np.float64)
@@ -48,6 +49,13 @@ def window_corners(
     """The first voxel of every window covering `shape` (each axis at least its window)."""
     return list(
         itertools.product(*(tile_starts(s, w, overlap) for s, w in zip(shape, window, strict=True)))
+    )
+
+
+def window_count(shape: Sequence[int], window: Sequence[int], overlap: float) -> int:
+    """The windows `sliding_window` runs over an input of spatial `shape`."""
+    return math.prod(
+        len(tile_starts(max(s, w), w, overlap)) for s, w in zip(shape, window, strict=True)
     )
 
 

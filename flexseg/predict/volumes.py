@@ -15,6 +15,7 @@ from flexseg.data.layouts import Case, by_channel
 from flexseg.data.reading import read_sample
 from flexseg.data.sources import Sample
 from flexseg.errors import DataError
+from flexseg.models.windows import window_count
 from flexseg.predict.postprocess import NONE, classes
 from flexseg.predict.predictor import Predictor
 from flexseg.predict.reading import read_ahead
@@ -135,16 +136,22 @@ def _predict_whole(
         Sample(case.images[0], None, case.name, None, None, case.name, tuple(case.images[1:]))
         for case in cases
     ]
-    progress = progress_bar(len(cases), "predicting", unit="volume")
+    spec, window = predictor.spec, predictor.input_size
+    windows = sum(
+        window_count(
+            volumes.geometry(s.image, "image", spec.max_voxels).shape, window, predictor.overlap
+        )
+        for s in samples
+    )
+    progress = progress_bar(windows, "predicting", unit="window")
     with ThreadPoolExecutor(1) as writer:
         pending = []
-        reads = read_ahead(lambda s: read_sample(s, predictor.spec), samples)
+        reads = read_ahead(lambda s: read_sample(s, spec), samples)
         for sample, raw in zip(samples, reads, strict=True):
-            probs = predictor.predict_volume(raw)
+            probs = predictor.predict_volume(raw, progress=progress)
             labels = classes(probs, rule).astype(np.uint8)
             kept = probs if save_probabilities else None
             pending.append(writer.submit(_write, plan[sample.case], labels, kept, sample.image))
-            progress.add(1)
         for future in pending:
             future.result()
 
