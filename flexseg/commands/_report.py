@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 
@@ -26,8 +27,21 @@ def format_evaluation(summary: dict) -> str:
     from flexseg.predict.evaluation import HEADLINE, MM_MEANS
 
     lines = [f"{summary['split']}: {summary['images']} images, {summary['volumes']} volumes"]
-    lines += [f"  {k:<22} {summary[k]:.4f}" for k in HEADLINE]
+    # a 3D run's loss is not computed (its windows' outputs are not kept): left out
+    shown = [k for k in HEADLINE if not (k == "loss" and math.isnan(summary[k]))]
+    lines += [f"  {k:<22} {summary[k]:.4f}" for k in shown]
     lines += [f"  {k:<22} {summary[k]:.4f}" for k in MM_MEANS.values() if k in summary]
+    classes = list(summary["per_class"].items())[1:]
+    if len(classes) > 1:  # each foreground class: Dice of all voxels, means over volumes
+        for name, scores in classes:
+            means = ", ".join(
+                f"{key} {scores[key]:.4f}"
+                for key in ("dice_volume_mean", "hd95_volume_mean_mm")
+                if key in scores
+            )
+            lines.append(
+                f"  {'dice_' + name:<22} {scores['dice']:.4f}" + (f" ({means})" if means else "")
+            )
     missed = summary["volumes_missed"]
     lines.append(
         f"  {'volumes_missed':<22} {len(missed)} of {summary['volumes_with_foreground']} with "

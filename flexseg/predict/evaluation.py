@@ -135,8 +135,8 @@ def evaluate_samples(
             sample.case or sample.group, {"counts": 0, "truth": [], "pred": [], "sample": sample}
         )
         volume["counts"] = volume["counts"] + counts
-        volume["truth"].append(truth > 0)
-        volume["pred"].append(pred > 0)
+        volume["truth"].append(truth)  # class ids
+        volume["pred"].append(pred)
         rows.append(
             {
                 "image": sample.name,
@@ -153,11 +153,13 @@ def evaluate_samples(
     rows.sort(key=lambda r: order[r["image"]])
     per_volume, sized = {}, []
     for group, volume in volumes.items():
-        truth, pred = volume["truth"], volume["pred"]
+        ids = volume["truth"], volume["pred"]
+        truth, pred = ([part > 0 for part in parts] for parts in ids)  # the foreground
         whole = volume["sample"].whole  # a 3D model's volume: one sample
         if whole or len({t.shape for t in truth}) == 1:
             # a whole volume, or the slices of one stacked in name order
             stacked = (truth[0], pred[0]) if whole else (np.stack(truth), np.stack(pred))
+            labels = tuple(parts[0] if whole else np.stack(parts) for parts in ids)
             distance = hd95(*stacked)
             lesions = lesion_counts(*stacked)
             sized.append(lesion_sizes(*stacked))
@@ -170,7 +172,7 @@ def evaluate_samples(
         per_volume[group] = {
             "images": len(truth),
             "fg_dice": fg_dice_np(volume["counts"]),
-            **(_in_mm(volume, names, *stacked) if volume["sample"].volume else {}),
+            **(_in_mm(volume, names, *labels) if volume["sample"].volume else {}),
             "hd95_px": distance,
             "has_foreground": any(t.any() for t in truth),
             "predicted_foreground": any(p.any() for p in pred),
@@ -190,8 +192,11 @@ def evaluate_samples(
         if any(key in v for v in per_volume.values()):
             in_mm[mean] = float(np.mean(values)) if values else float("nan")
     volume_hd = [v["hd95_px"] for v in per_volume.values() if not math.isnan(v["hd95_px"])]
+    per_class = {
+        n: {"dice": float(d), "iou": float(i), **_class_means(per_volume, n)}
+        for n, d, i in zip(names, dice_np(total), iou_np(total), strict=True)
+    }
     with_fg = [r["fg_dice"] for r in rows if r["has_foreground"]]
-    dice, iou = dice_np(total), iou_np(total)
     lesions = np.array(
         [[v[f"lesions_{k}"] for k in ("detected", "missed", "false")] for v in per_volume.values()]
     ).sum(0)
@@ -226,18 +231,31 @@ def evaluate_samples(
         "lesions_by_size": detection_by_size(sized),
         "worst_volumes": {g: per_volume[g]["fg_dice"] for g in worst[:WORST]},
         "pixel_accuracy": float(total[:, 0].sum() / max(total[:, [0, 2]].sum(), 1)),
-        "per_class": {
-            n: {"dice": float(d), "iou": float(i)} for n, d, i in zip(names, dice, iou, strict=True)
-        },
+        "per_class": per_class,
         "per_volume": per_volume,
     }
     return summary, rows
 
 
+def _class_means(per_volume: dict, name: str) -> dict:
+    """A class's Dice and HD95 (mm) averaged over the volumes that have them (cases of more
+    than one foreground class), as `dice_volume_mean`, `hd95_volume_mean_mm`."""
+    means = {}
+    for key, mean in (
+        (f"dice_{name}", "dice_volume_mean"),
+        (f"hd95_mm_{name}", "hd95_volume_mean_mm"),
+    ):
+        values = [v[key] for v in per_volume.values() if key in v and not math.isnan(v[key])]
+        if any(key in v for v in per_volume.values()):
+            means[mean] = float(np.mean(values)) if values else float("nan")
+    return means
+
+
 def _in_mm(volume: dict, names: Sequence[str], truth: np.ndarray, pred: np.ndarray) -> dict:
     """A case's scores in millimetres and millilitres, from its spacing: HD95 and mean
-    surface distance of the foreground, its volume in the truth and the prediction, and the
-    Dice of each class. `truth`, `pred` are its slices stacked (slice axis first)."""
+    surface distance of the foreground (and, with more than one foreground class, HD95 of
+    each), its volume in the truth and the prediction, and the Dice of each class. `truth`,
+    `pred` are its class ids, slices stacked (slice axis first)."""
     sample = volume["sample"]
     spacing = volume_files.geometry(sample.image).spacing
     if sample.whole:
@@ -245,8 +263,17 @@ def _in_mm(volume: dict, names: Sequence[str], truth: np.ndarray, pred: np.ndarr
     else:
         stacked = (spacing[sample.axis], *(s for a, s in enumerate(spacing) if a != sample.axis))
     voxel_ml = float(np.prod(spacing)) / 1000.0
+    each = {}
+    if len(names) > 2:
+        each = {
+            f"hd95_mm_{n}": hd95(truth == c, pred == c, stacked)
+            for c, n in enumerate(names)
+            if c > 0
+        }
+    truth, pred = truth > 0, pred > 0
     return {
         "hd95_mm": hd95(truth, pred, stacked),
+        **each,
         "msd_mm": mean_surface_distance(truth, pred, stacked),
         "fg_ml_true": float(truth.sum()) * voxel_ml,
         "fg_ml_pred": float(pred.sum()) * voxel_ml,
@@ -296,8 +323,7 @@ def write_evaluation(out_dir: str | Path, summary: dict, rows: list[dict]) -> li
     flat = {k: len(v) if isinstance(v, list) else v for k, v in summary.items()}
     flat = {k: v for k, v in flat.items() if not isinstance(v, dict)}
     for name, values in summary["per_class"].items():
-        flat[f"dice_{name}"] = values["dice"]
-        flat[f"iou_{name}"] = values["iou"]
+        flat.update({f"{key}_{name}": value for key, value in values.items()})
     csv_path = out_dir / "evaluation.csv"
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)

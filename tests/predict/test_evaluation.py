@@ -192,3 +192,48 @@ def test_every_test_image_can_be_scored_with_one_channel_standing_in(trained):
     assert alone["fg_dice"] == pytest.approx(own["fg_dice"])  # one gray channel: the same
     with pytest.raises(ConfigError, match="stand_in_channel=2 is not a channel"):
         evaluate({"run_dir": str(run_dir), "stand_in_channel": 2})
+
+
+@pytest.mark.once
+def test_each_class_of_a_volume_gets_its_dice_and_hd95_in_mm(tmp_path):
+    """Three classes on 1 x 1 x 2 mm voxels: class 1 predicted exactly, class 2 shifted."""
+    from types import SimpleNamespace
+
+    from flexseg.data import Source, SplitRule, find_samples
+    from flexseg.data.reading import ReadSpec
+    from flexseg.metrics import hd95
+    from flexseg.predict.evaluation import evaluate_samples
+    from tests.helpers import write_nifti
+
+    label = np.zeros((12, 12, 8), np.uint8)
+    label[2:6, 2:8, 2:6], label[7:11, 3:9, 2:6] = 1, 2
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    for case in ("c01", "c02"):
+        write_nifti(tmp_path / "imagesTr" / f"{case}_0000.nii.gz", label * 100.0, affine)
+        write_nifti(tmp_path / "labelsTr" / f"{case}.nii.gz", label, affine)
+    manifest = {"channel_names": {"0": "t1"}, "labels": {"background": 0, "head": 1, "tail": 2},
+                "numTraining": 2, "file_ending": ".nii.gz"}  # fmt: skip
+    (tmp_path / "dataset.json").write_text(json.dumps(manifest))
+    source = Source(root=str(tmp_path), layout="nnunet", whole_volumes=True,
+                    split=SplitRule(groups={"train": ["c02"], "test": ["c01"]}))  # fmt: skip
+    samples = find_samples(source, 0)["test"]
+    shifted = label.copy()
+    shifted[label == 2] = 0
+    shifted[np.roll(label == 2, 1, axis=2)] = 2  # one voxel, 2 mm, along z
+
+    class Oracle:
+        spec, batch_size = ReadSpec(normalize="volume_zscore"), 1
+
+        def predict_many(self, items):
+            for _, _, (sample, truth) in items:
+                job = SimpleNamespace(item=(sample, truth), outputs=None, fit_mask=lambda t: t)
+                yield np.eye(3)[shifted], job
+
+    summary, _ = evaluate_samples(Oracle(), samples, ["background", "head", "tail"], None)
+    case = summary["per_volume"]["c01"]
+    assert case["hd95_mm_head"] == 0.0 and case["dice_head"] == 1.0
+    expected = hd95(label == 2, shifted == 2, (1.0, 1.0, 2.0))
+    assert case["hd95_mm_tail"] == pytest.approx(expected) and expected > 0
+    tail = summary["per_class"]["tail"]
+    assert tail["hd95_volume_mean_mm"] == pytest.approx(expected)
+    assert tail["dice_volume_mean"] == pytest.approx(case["dice_tail"]) and tail["dice"] < 1
