@@ -46,11 +46,14 @@ class Plan:
         """The plan as a few readable lines."""
         f = self.facts
         flops = f["gflops_per_image"]
+        patches = len(f["input_shape"]) == 4
+        axes = "x, y, z, channels" if patches else "height, width, channels"
+        unit = "patch" if patches else "image"
         lines = [
             f"backend     {f['backend']} on {', '.join(f['devices'])}",
             f"model       {f['model']}: {f['params']:,} parameters, "
-            + (f"{flops:.2f} GFLOP per image (forward)" if flops else "any input size"),
-            f"input       {f['input_shape']} (height, width, channels), {f['num_classes']} classes",
+            + (f"{flops:.2f} GFLOP per {unit} (forward)" if flops else "any input size"),
+            f"input       {f['input_shape']} ({axes}), {f['num_classes']} classes",
         ]
         for split, s in f["splits"].items():
             lines.append(
@@ -143,8 +146,11 @@ def make_plan(
         "devices": backend.devices(),
         "model": type(model).__name__,
         "params": model.count_params(),
-        # FLOPs need a fixed size: without dataset.image_size each image is padded on its own.
-        "gflops_per_image": forward_flops(model) / 1e9 if dataset.image_size else None,
+        # FLOPs need a fixed size: without dataset.image_size (or a 3D patch_size) each image
+        # is padded on its own.
+        "gflops_per_image": (
+            forward_flops(model) / 1e9 if None not in model.input_shape[1:] else None
+        ),
         "input_shape": list(model.input_shape[1:]),
         "num_classes": dataset.num_classes,
         "splits": split_facts,

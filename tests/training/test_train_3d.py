@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from flexseg.commands._compose import load_config
 from flexseg.errors import ConfigError
-from flexseg.training import train
+from flexseg.training import make_plan, train
+from flexseg.training.resume import read_resume_state
 from tests.helpers import make_volume_dataset
+from tests.training.test_resume import wait_for_epochs
 
 RUN_3D = [
     "dataset=ms_lesjak_volumes",
@@ -50,6 +54,9 @@ def test_a_tiny_3d_run_trains_on_patches_the_same_in_any_process(volumes, tmp_pa
     run = [*RUN_3D, f"dataset.root={volumes}"]
     cfg = load_config(run)
     assert cfg.model.input_shape == [16, 16, 8, 2]
+    text = make_plan(cfg).describe()
+    assert "input       [16, 16, 8, 2] (x, y, z, channels), 2 classes" in text
+    assert "GFLOP per patch (forward)" in text
     first = history(run, tmp_path / "a")
     assert len(first) == 2 and all(np.isfinite(float(r["loss"])) for r in first)
     assert (tmp_path / "a" / "previews" / "epoch_002.png").is_file()
@@ -77,3 +84,27 @@ def test_a_tiny_3d_run_trains_on_patches_the_same_in_any_process(volumes, tmp_pa
 def test_3d_settings_that_disagree_are_named(volumes, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config([*RUN_3D, f"dataset.root={volumes}", *overrides])
+
+
+def test_a_3d_run_killed_mid_training_resumes_to_the_uninterrupted_weights(volumes, tmp_path):
+    run = [
+        *RUN_3D, f"dataset.root={volumes}", "trainer.epochs=4", "trainer.patches_per_epoch=16",
+        "augment=volumes_3d", "model.dropout_rate=0.2",
+    ]  # fmt: skip
+    train(load_config(run), tmp_path / "whole")
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flexseg", "train", *run, f"hydra.run.dir={killed}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    saved = wait_for_epochs(killed, 1, process)
+    process.kill()
+    process.communicate(timeout=60)
+    kept = read_resume_state(killed / "checkpoints")[0]["epoch"]
+    assert saved <= kept < 4  # killed before the end
+    train(load_config([*run, "trainer.resume=auto"]), killed)
+    a = read_resume_state(tmp_path / "whole" / "checkpoints")
+    b = read_resume_state(killed / "checkpoints")
+    assert a[0]["epoch"] == b[0]["epoch"] == 4
+    for key in a[1]:
+        np.testing.assert_allclose(a[1][key], b[1][key], rtol=1e-4, atol=1e-5, err_msg=key)
