@@ -41,6 +41,7 @@ from flexseg.data.masks import ColorMap
 from flexseg.data.reading import VOLUME_ONLY, ReadSpec
 from flexseg.errors import ConfigError, DataError, ExportError
 from flexseg.from_config import colormap_of, find_samples, read_spec
+from flexseg.models.windows import SIGMA_SCALE
 from flexseg.predict.postprocess import read_rule
 from flexseg.runs import CHECKPOINTS, Run, load_run
 
@@ -263,9 +264,16 @@ def sample_batch(run: Run) -> tuple[np.ndarray, str]:
         groups = {s.group for s in picks}
         stats = compute_group_stats([s for s in samples if s.group in groups], spec)
     data = SegmentationDataset(
-        picks, dataset.num_classes, count, spec, colormap_of(dataset), group_stats=stats
+        picks,
+        dataset.num_classes,
+        count,
+        spec,
+        colormap_of(dataset),
+        group_stats=stats,
+        patch_size=dataset.patch_size,  # 3D: the patch at the centre of each volume
     )
-    return data[0][0].astype(np.float32), f"{count} {split} images of {dataset.name}"
+    what = "images" if dataset.patch_size is None else "cases (centre patches)"
+    return data[0][0].astype(np.float32), f"{count} {split} {what} of {dataset.name}"
 
 
 def preprocessing(run: Run, fmt: str) -> dict:
@@ -274,18 +282,27 @@ def preprocessing(run: Run, fmt: str) -> dict:
     dataset = run.cfg.dataset
     spec = read_spec(dataset, run.model.size_multiple)
     colormap = colormap_of(dataset) or ColorMap.default(dataset.num_classes)
-    height, width, channels = run.model.input_shape[1:]
+    *size, channels = run.model.input_shape[1:]
+    patches = dataset.patch_size is not None
+    layout = "NXYZC" if patches else "NHWC"
+    if patches:
+        shape_rule, volume_rule = _window_rule(size), _whole_volume_rule()
+    else:
+        shape_rule = _size_rule(spec, tuple(size))
+        volume_rule = (
+            _volume_rule(spec, dataset.slice_axis) if dataset.slice_axis.isdigit() else None
+        )
     return {
         "format": fmt,
         "model": MODEL_FILES[fmt],
         "input": {
             "name": INPUT_NAME,
-            "layout": "NHWC",
+            "layout": layout,
             "dtype": "float32",
-            "shape": [None, height, width, channels],
+            "shape": [None, *size, channels],
         },
         "output": {
-            "layout": "NHWC",
+            "layout": layout,
             "values": "logits" if run.cfg.model.from_logits else "probabilities",
             "classes": dataset.num_classes,
         },
@@ -294,13 +311,9 @@ def preprocessing(run: Run, fmt: str) -> dict:
             "rule": "a colour image is averaged to gray for 1 channel; a gray image is "
             "repeated for 3",
         },
-        "size": _size_rule(spec, (height, width)),
+        "size": shape_rule,
         "intensity": _intensity_rule(spec, dataset.group_regex),
-        **(
-            {"volume": _volume_rule(spec, dataset.slice_axis)}
-            if dataset.slice_axis.isdigit()
-            else {}
-        ),
+        **({"volume": volume_rule} if volume_rule else {}),
         "classes": [
             {"id": c.id, "name": name, "color": list(c.color)}
             for c, name in zip(colormap.classes, dataset.names, strict=True)
@@ -332,6 +345,35 @@ def _size_rule(spec: ReadSpec, size: tuple[int, int]) -> dict:
         "with gaussian weights (sigma 1/8 of the tile)"
     )
     return {"policy": "pad", "input_size": list(size), "tile_overlap": TILE_OVERLAP, "rule": rule}
+
+
+def _window_rule(window: list[int]) -> dict:
+    """How a 3D model of patch input `window` covers a whole volume."""
+    rule = (
+        "zero-pad the normalised volume, centred (the extra voxel after), to at least window "
+        "along each axis; run the model on windows of that size whose starts step by "
+        "(1 - overlap) of the window (the last one flush with the end); each voxel's "
+        "probabilities are the mean of its windows' weighted by a gaussian centred on each "
+        "window (sigma sigma_scale of its size per axis, scaled to a maximum of 1, weights "
+        "below 1e-3 raised to it); cut the padding off"
+    )
+    return {
+        "policy": "sliding_window",
+        "window": list(window),
+        "overlap": TILE_OVERLAP,
+        "weighting": "gaussian",
+        "sigma_scale": SIGMA_SCALE,
+        "rule": rule,
+    }
+
+
+def _whole_volume_rule() -> dict:
+    """How a 3D run reads a volume and writes its labels."""
+    return {
+        "axis_order": _RAS,
+        "rule": "the whole volume (all channels, X, Y, Z) is the model's input by sliding "
+        "windows (size); its class ids are turned back to the file's axis order, on its affine",
+    }
 
 
 def _intensity_rule(spec: ReadSpec, group_regex: str | None) -> dict:
@@ -372,12 +414,16 @@ def _intensity_rule(spec: ReadSpec, group_regex: str | None) -> dict:
     }
 
 
+_RAS = (
+    "RAS: the volume's axes reordered and flipped so that axis 0 runs left to right, 1 "
+    "posterior to anterior, 2 inferior to superior (nibabel's as_closest_canonical)"
+)
+
+
 def _volume_rule(spec: ReadSpec, axis: str) -> dict:
     """How a run on volume slices (its recorded slice axis) cuts a volume and stacks back."""
     return {
-        "axis_order": "RAS: the volume's axes reordered and flipped so that axis 0 runs left to "
-        "right, 1 posterior to anterior, 2 inferior to superior (nibabel's "
-        "as_closest_canonical)",
+        "axis_order": _RAS,
         "slice_axis": int(axis),
         "context_slices": spec.context_slices,
         "rule": "each slice along slice_axis (its context_slices neighbours on each side, the "

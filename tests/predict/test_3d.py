@@ -11,7 +11,9 @@ import pytest
 
 from flexseg.commands._compose import load_config
 from flexseg.predict.evaluation import evaluate
+from flexseg.predict.export import export, sample_batch
 from flexseg.predict.inference import infer
+from flexseg.runs import load_run
 from flexseg.training import train
 from tests.helpers import make_volume_dataset
 from tests.training.test_train_3d import RUN_3D
@@ -57,3 +59,20 @@ def test_a_3d_run_evaluates_each_case_in_millimetres(run_3d):
     written = json.loads((run_dir / "evaluation" / "test" / "evaluation.json").read_text())
     assert written["volumes"] == 1 and "hd95_volume_mean_mm" in written
     assert set(case) >= {"dice_lesion", "hd95_mm", "msd_mm", "lesions_detected"}
+
+
+def test_a_3d_run_exports_to_onnx_with_its_windowing(run_3d, tmp_path):
+    _, run_dir = run_3d
+    out = tmp_path / "onnx"
+    result = export({"run_dir": str(run_dir), "format": "onnx", "output": str(out)})
+    assert result["max_difference"] <= 1e-4
+    assert result["checked_on"] == "1 test cases (centre patches) of ms_lesjak_volumes"
+    batch, _ = sample_batch(load_run(run_dir))
+    assert batch.shape == (1, 16, 16, 8, 2)  # the patch at the centre of p04, 2 channels
+    assert abs(float(batch.mean())) < 1.0 and float(batch.std()) > 0.3  # z-scored, not noise
+    prep = json.loads((out / "preprocessing.json").read_text())
+    assert prep["input"]["layout"] == "NXYZC" and prep["input"]["shape"] == [None, 16, 16, 8, 2]
+    size = prep["size"]
+    assert (size["policy"], size["window"], size["overlap"]) == ("sliding_window", [16, 16, 8], 0.5)
+    assert size["weighting"] == "gaussian" and size["sigma_scale"] == 0.125
+    assert prep["volume"]["axis_order"].startswith("RAS")
