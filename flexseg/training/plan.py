@@ -56,10 +56,11 @@ class Plan:
             f"input       {f['input_shape']} ({axes}), {f['num_classes']} classes",
         ]
         for split, s in f["splits"].items():
-            lines.append(
-                f"{split:<11} {s['images']} images of {s['groups']} groups, "
-                f"{s['with_foreground']:.0%} with foreground"
-            )
+            if patches:  # a 3D model's sample is a case, whole
+                count = f"{s['images']} cases"
+            else:
+                count = f"{s['images']} images of {s['groups']} groups"
+            lines.append(f"{split:<11} {count}, {s['with_foreground']:.0%} with foreground")
         classes = ", ".join(f"{k} {v:.4f}" for k, v in f["class_pixel_fraction"].items())
         lines.append(f"classes     pixel fractions in train: {classes}")
         trainer = self.cfg.trainer

@@ -57,6 +57,7 @@ def test_a_tiny_3d_run_trains_on_patches_the_same_in_any_process(volumes, tmp_pa
     text = make_plan(cfg).describe()
     assert "input       [16, 16, 8, 2] (x, y, z, channels), 2 classes" in text
     assert "GFLOP per patch (forward)" in text
+    assert "train       3 cases, 100% with foreground" in text
     first = history(run, tmp_path / "a")
     assert len(first) == 2 and all(np.isfinite(float(r["loss"])) for r in first)
     assert (tmp_path / "a" / "previews" / "epoch_002.png").is_file()
