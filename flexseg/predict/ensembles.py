@@ -30,10 +30,26 @@ class Ensemble:
         self.predictors = list(predictors)
         first = self.predictors[0]
         self.spec, self.tta, self.batch_size = first.spec, first.tta, first.batch_size
+        self.spatial_dims, self.input_size = first.spatial_dims, first.input_size
+        self.overlap = first.overlap
+        self.members = len(self.predictors)  # a volume's windows run once by each
+
+    def predict_volume(
+        self, volume: np.ndarray, stats: IntensityStats | None = None, progress=None
+    ) -> np.ndarray:
+        """The members' mean probabilities (X, Y, Z, K) for one volume (3D models), each by
+        its own sliding windows (`Predictor.predict_volume`)."""
+        each = [p.predict_volume(volume, stats, progress) for p in self.predictors]
+        return np.mean(each, axis=0)
 
     def predict_many(
         self, images: Iterable[tuple[np.ndarray, IntensityStats | None, Any]]
     ) -> Iterator[tuple[np.ndarray, Job]]:
+        if self.spatial_dims == 3:  # whole volumes, one at a time
+            for image, stats, item in images:
+                job = Job(None, lambda probs: probs, lambda mask: mask[None], item=item)
+                yield self.predict_volume(image, stats), job
+            return
         chunk = []
         for image in images:
             chunk.append(image)

@@ -143,6 +143,7 @@ def _predict_whole(
         )
         for s in samples
     )
+    windows *= getattr(predictor, "members", 1)  # an ensemble runs each window per member
     progress = progress_bar(windows, "predicting", unit="window")
     with ThreadPoolExecutor(1) as writer:
         pending = []

@@ -4,15 +4,17 @@ predicts whole volumes by sliding windows, written on each input's grid and scor
 from __future__ import annotations
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from flexseg.commands._compose import load_config
-from flexseg.predict.evaluation import evaluate
+from flexseg.predict.evaluation import choose_postprocessing, evaluate
 from flexseg.predict.export import export, sample_batch
 from flexseg.predict.inference import infer
+from flexseg.predict.postprocess import describe
 from flexseg.runs import load_run
 from flexseg.training import train
 from tests.helpers import make_volume_dataset
@@ -76,3 +78,20 @@ def test_a_3d_run_exports_to_onnx_with_its_windowing(run_3d, tmp_path):
     assert (size["policy"], size["window"], size["overlap"]) == ("sliding_window", [16, 16, 8], 0.5)
     assert size["weighting"] == "gaussian" and size["sigma_scale"] == 0.125
     assert prep["volume"]["axis_order"].startswith("RAS")
+
+
+def test_a_3d_run_chooses_post_processing_and_ensembles(run_3d, tmp_path):
+    _, run_dir = run_3d
+    copies = []
+    for name in ("fold_a", "fold_b"):
+        skip = shutil.ignore_patterns("evaluation", "postprocessing.json")
+        shutil.copytree(run_dir, tmp_path / name, ignore=skip)
+        copies.append(str(tmp_path / name))
+    own = evaluate({"run_dir": copies[0], "split": "test"})
+    ensemble = evaluate({"run_dir": copies, "split": "test"})  # of copies: the run's scores
+    for key in ("fg_dice", "hd95_volume_mean_mm", "fg_ml_pred_volume_mean"):
+        assert ensemble[key] == pytest.approx(own[key], abs=1e-6), key
+    chosen = choose_postprocessing(copies[0])  # on the valid case, p03
+    assert "none" in chosen["fg_dice_volume_mean"] and len(chosen["fg_dice_volume_mean"]) > 1
+    again = evaluate({"run_dir": copies[0], "split": "test"})
+    assert again["postprocessing"] == describe(chosen["rule"])
