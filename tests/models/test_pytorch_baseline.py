@@ -23,3 +23,18 @@ def test_same_parameter_count_and_output_shape(size, kernels, layers):
 
 def test_small_preset_has_the_published_parameter_count():
     assert sum(p.numel() for p in TorchFlexUNet(3, 2, 16, 3, 5).parameters()) == 1_941_122
+
+
+@pytest.mark.once
+def test_the_3d_baseline_is_the_3d_flexunet_of_the_hippocampus_recipe():
+    import torch
+
+    from benchmarks.pytorch_unet3d import TorchUNet3D
+
+    keras_model = FlexUNet(
+        (40, 56, 40, 1), 3, 16, num_layers=4, normalization="instance", spatial_dims=3
+    )
+    torch_model = TorchUNet3D(1, 3, 16, 4)
+    assert sum(p.numel() for p in torch_model.parameters()) == keras_model.count_params()
+    assert keras_model.count_params() == 1_401_299  # the recipe's model, as trained
+    assert tuple(torch_model(torch.zeros(1, 1, 16, 16, 8)).shape) == (1, 3, 16, 16, 8)
