@@ -18,7 +18,11 @@ from flexseg.training.setup import build_optimizer
 from tests.helpers import shapes_only
 
 GROUPS = ("model", "dataset", "augment", "loss", "trainer")
-NEEDS_ROOT = {"lgg", "lgg_cv", "reference_t2"}  # options without a built-in dataset
+# options without a built-in dataset
+NEEDS_ROOT = {"lgg", "lgg_cv", "reference_t2", "hippocampus", "hippocampus_2d", "hippocampus_3d"}
+# augmentations of 3D patches, composed with a 3D run
+PATCHES = {"volumes_3d": ["dataset=ms_lesjak_volumes", "dataset.patch_size=[16,16,16]",
+           "model.spatial_dims=3", "dataset.split.holdout_fraction=0"]}  # fmt: skip
 
 
 def options(group: str) -> list[str]:
@@ -34,7 +38,7 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
     overrides = [f"{group}={option}"]
     if option in NEEDS_ROOT:
         overrides.append(f"dataset.root={tmp_path}")
-    cfg = load_config(overrides)
+    cfg = load_config([*overrides, *PATCHES.get(option, [])])
     if group == "model":
         # Shapes only, a small input; every other value is the option's own.
         model = shapes_only(instantiate, cfg.model, input_shape=[64, 64, cfg.dataset.channels])
@@ -42,7 +46,7 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
     read_spec(cfg.dataset, cfg.model.size_multiple)
     cmap = colormap_of(cfg.dataset)
     assert cmap is None or cmap.num_classes == cfg.dataset.num_classes
-    build_augmentation(cfg.augment.transforms)
+    build_augmentation(cfg.augment.transforms, cfg.dataset.patch_size or cfg.dataset.image_size)
     build_loss(cfg.loss, cfg.dataset.num_classes)
     build_optimizer(cfg.trainer)
 
