@@ -13,7 +13,7 @@ import numpy as np
 from flexseg.data.reading import IntensityStats, ReadSpec
 from flexseg.models.inference import inference_model
 from flexseg.predict.postprocess import NONE, pooled, read_rule, read_scores
-from flexseg.predict.predictor import Job, Predictor
+from flexseg.predict.predictor import Job, Predictor, volume_jobs
 from flexseg.runs import Run
 
 
@@ -46,9 +46,7 @@ class Ensemble:
         self, images: Iterable[tuple[np.ndarray, IntensityStats | None, Any]]
     ) -> Iterator[tuple[np.ndarray, Job]]:
         if self.spatial_dims == 3:  # whole volumes, one at a time
-            for image, stats, item in images:
-                job = Job(None, lambda probs: probs, lambda mask: mask[None], item=item)
-                yield self.predict_volume(image, stats), job
+            yield from volume_jobs(self.predict_volume, images)
             return
         chunk = []
         for image in images:

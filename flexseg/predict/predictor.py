@@ -124,9 +124,7 @@ class Predictor:
         in order, with the inputs of consecutive images batched together; `job.item` is the
         item given with the image (its file, its mask: whatever the caller needs next)."""
         if self.spatial_dims == 3:
-            for image, stats, item in images:
-                job = Job(None, lambda probs: probs, lambda mask: mask[None], item=item)
-                yield self.predict_volume(image, stats), job
+            yield from volume_jobs(self.predict_volume, images)
             return
         waiting: list[Job] = []
         queued = 0
@@ -281,3 +279,14 @@ def blend_tiles(
         total[y : y + tile_h, x : x + tile_w] += p * weights
         norm[y : y + tile_h, x : x + tile_w] += weights
     return total / norm
+
+
+def volume_jobs(
+    predict_volume: Callable[[np.ndarray, IntensityStats | None], np.ndarray],
+    images: Iterable[tuple[np.ndarray, IntensityStats | None, Any]],
+) -> Iterator[tuple[np.ndarray, Job]]:
+    """`predict_many` of a 3D model (a `Predictor`'s or an `Ensemble`'s `predict_volume`):
+    each whole volume predicted on its own, its job holding the item and its whole mask."""
+    for image, stats, item in images:
+        job = Job(None, lambda probs: probs, lambda mask: mask[None], item=item)
+        yield predict_volume(image, stats), job
