@@ -204,6 +204,61 @@ def gpu_compute_capability() -> tuple[int, int] | None:
     return torch.cuda.get_device_capability(0)
 
 
+def gpu_free_memory() -> int | None:
+    """Bytes free on the first GPU (torch, JAX), or None: no GPU, or TensorFlow, which tells
+    only what it uses itself."""
+    if not has_gpu():
+        return None
+    try:
+        if name() == "torch":
+            import torch
+
+            return int(torch.cuda.mem_get_info()[0])
+        if name() == "jax":
+            import jax
+
+            stats = jax.devices()[0].memory_stats() or {}
+            return int(stats.get("bytes_limit", 0) - stats.get("bytes_in_use", 0)) or None
+    except Exception:  # a runtime that does not tell: no figure
+        return None
+    return None
+
+
+def reset_gpu_peak_memory() -> None:
+    """Starts the first GPU's peak memory count afresh (torch, TensorFlow)."""
+    if not has_gpu():
+        return
+    if name() == "torch":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    elif name() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.reset_memory_stats("GPU:0")
+
+
+def gpu_peak_memory() -> int | None:
+    """Peak bytes the backend used on the first GPU (since `reset_gpu_peak_memory` where the
+    backend counts afresh), or None without a GPU or a figure."""
+    if not has_gpu():
+        return None
+    try:
+        if name() == "torch":
+            import torch
+
+            return int(torch.cuda.max_memory_allocated())
+        if name() == "tensorflow":
+            import tensorflow as tf
+
+            return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+        import jax
+
+        return int((jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0)) or None
+    except Exception:
+        return None
+
+
 def auto_precision() -> str:
     """The precision `trainer.precision=auto` picks, as measured (docs/performance.md).
 

@@ -35,6 +35,8 @@ LAYERS = [
     ["flexseg.runs", "flexseg.from_config"],
     # training, and prediction: each needs nothing of the other
     ["flexseg.training", "flexseg.predict"],
+    # plans of a training: a data set's fingerprint, candidate models timed
+    ["flexseg.planner"],
     # the commands: Hydra, the command line, sweeps
     ["flexseg.commands", "flexseg.__main__"],
 ]  # fmt: skip

@@ -18,7 +18,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from flexseg.cluster import Processes, check_backend, find_processes
-from flexseg.commands._compose import CONF_DIR, load_config, register, typed
+from flexseg.commands._compose import (
+    CONF_DIR,
+    experiment_files,
+    load_config,
+    register,
+    typed,
+)
 from flexseg.commands._sweeps import write_sweep_summary
 from flexseg.config.files import read_config
 from flexseg.errors import ConfigError, DataError, ExportError, PreemptedError, TrainingError
@@ -59,6 +65,10 @@ def command(main: Callable[[Any, Path], Any] | None = None, *, several_processes
 
         prepare_process()
         register()
+        outcome = Reported()
+        with outcome:  # experiment=<file>: a search path Hydra's own parsing sees too
+            sys.argv[1:] = experiment_files(sys.argv[1:])
+        outcome.exit_if_failed()
         overrides = sys.argv[1:]
         # A single run with plain overrides (no -m, --cfg, --help, ...) is composed and
         # checked here, so that a bad key stops it before Hydra makes a folder; a multirun's

@@ -17,6 +17,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -80,6 +81,7 @@ def load_config(overrides: Sequence[str] = (), command: str = "train") -> Any:
     2
     """
     register()
+    overrides = experiment_files(overrides)
     try:
         cfg = _compose(command, overrides)
     except OmegaConfBaseException as error:
@@ -91,9 +93,57 @@ def load_config(overrides: Sequence[str] = (), command: str = "train") -> Any:
     return typed(cfg)
 
 
+def experiment_files(overrides: Sequence[str]) -> list[str]:
+    """`experiment=<a .yaml file>` (what flexseg-plan writes) as Hydra takes it: the file's
+    name as the option, and a search path with an `experiment/` folder that holds it (its
+    own folder where that is named so, else a copy of it under ~/.cache/flexseg/experiments).
+
+    Raises:
+        ConfigError: the file does not exist, or a search path is given as well.
+    """
+    out = list(overrides)
+    for i, item in enumerate(out):
+        key, _, value = item.partition("=")
+        if key.lstrip("+") != "experiment" or not value.endswith((".yaml", ".yml")):
+            continue
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"experiment={value}: no such file; give the path of an experiment file "
+                "(flexseg-plan prints it) or the name of one in conf/experiment/."
+            )
+        if any(o.lstrip("+").startswith("hydra.searchpath=") for o in out):
+            raise ConfigError(
+                f"experiment={value} and hydra.searchpath together: put the file in "
+                "<your search path>/experiment/ and give its name, experiment=<name>."
+            )
+        path = path.resolve()
+        folder = path.parent
+        if folder.name != "experiment":
+            import hashlib
+
+            text = path.read_bytes()
+            digest = hashlib.sha256(str(path).encode() + b"\0" + text).hexdigest()[:16]
+            folder = Path("~/.cache/flexseg/experiments").expanduser() / digest / "experiment"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / path.name).write_bytes(text)
+        out[i] = f"{key}={path.stem}"
+        out.append(f"hydra.searchpath=[file://{folder.parent}]")
+    return out
+
+
 def _compose(command: str, overrides: Sequence[str] = ()) -> DictConfig:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose(command, overrides=list(overrides))
+    # Inside a command's Hydra app (flexseg-plan checks the file it wrote) the app's Hydra
+    # is set aside meanwhile, and put back.
+    held = GlobalHydra.instance()
+    saved = held.hydra if held.is_initialized() else None
+    held.clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return compose(command, overrides=list(overrides))
+    finally:
+        if saved is not None:
+            GlobalHydra.instance().initialize(saved)
 
 
 def typed(cfg: DictConfig) -> Any:

@@ -434,6 +434,44 @@ class StatsConfig(Section):
     seed: int = 0  # seeds the split by fractions
 
 
+PLAN_DEVICES = ("auto", "cpu", "gpu")
+
+
+@dataclass
+class PlanningConfig(Section):
+    """How `flexseg-plan` plans: the time budget and the device it is planned for."""
+
+    KEY: ClassVar[str] = "plan"
+    # planning and training together, in minutes: the planned epochs end inside them
+    minutes: float = rule(30.0, lambda m: m > 0, "> 0")
+    # the device the plan is measured on and for: auto (a GPU where the backend sees one) | cpu
+    # | gpu (an error where there is none)
+    device: str = choice("auto", PLAN_DEVICES)
+    # processes reading the files for the fingerprint: auto (every core) or a count; 0 reads
+    # in the planning process
+    workers: Any = rule(
+        "auto", lambda v: v == "auto" or (type(v) is int and v >= 0), "auto or an integer >= 0"
+    )
+    refresh: bool = False  # compute the fingerprint again, even when a cached one matches
+    # where fingerprints are kept, by a key of the files and settings; None:
+    # ~/.cache/flexseg/fingerprints
+    cache_dir: str | None = None
+    # the experiment file's name (<run folder>/experiment/<name>.yaml); None: <dataset.name>_plan
+    name: str | None = rule(
+        None, lambda v: v is None or re.fullmatch(r"[A-Za-z0-9_.-]+", v), "letters, digits, _ . -"
+    )
+
+
+@dataclass
+class PlanConfig(Section):
+    """`flexseg-plan`: a dataset's fingerprint and a recipe planned from it for this machine
+    and a time budget, written as an experiment file for flexseg-train."""
+
+    dataset: DatasetConfig = MISSING
+    plan: PlanningConfig = field(default_factory=PlanningConfig)
+    seed: int = 0  # seeds the split by fractions (as the planned training's seed)
+
+
 @dataclass
 class LabelledDataConfig(Section):
     """New labelled images to score a run on, read with the run's preprocessing."""

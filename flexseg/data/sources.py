@@ -196,7 +196,8 @@ def find_samples(
         if not regex and not _holds_volumes(root / source.images_dir):
             raise ConfigError(
                 "dataset.group_regex is required for the flat layout: a regex whose first "
-                "group is the patient id of a file name, e.g. '^(p\\d+)_'."
+                "group is the patient id of a file name, e.g. dataset.group_regex='^(p\\d+)_' "
+                "(quoted), or '^(.*)$' when each file is a patient of its own."
             )
         samples = folder_samples(source, root, found_problems)
     split_seed = seed if rule.seed is None else rule.seed

@@ -19,7 +19,15 @@ from tests.helpers import shapes_only
 
 GROUPS = ("model", "dataset", "augment", "loss", "trainer")
 # options without a built-in dataset
-NEEDS_ROOT = {"lgg", "lgg_cv", "reference_t2", "hippocampus", "hippocampus_2d", "hippocampus_3d"}
+NEEDS_ROOT = {
+    "lgg",
+    "lgg_cv",
+    "reference_t2",
+    "hippocampus",
+    "hippocampus_2d",
+    "hippocampus_3d",
+    "folder",
+}
 # augmentations of 3D patches, composed with a 3D run
 PATCHES = {"volumes_3d": ["dataset=ms_lesjak_volumes", "dataset.patch_size=[16,16,16]",
            "model.spatial_dims=3", "dataset.split.holdout_fraction=0"]}  # fmt: skip
@@ -60,6 +68,7 @@ def test_every_command_has_its_own_config_of_the_schema_its_main_takes(command):
         "evaluate": ["run_dir=r"],
         "infer": ["run_dir=r", "input=i"],
         "export": ["run_dir=r"],
+        "plan": ["dataset.root=d"],
     }
     module = command.replace("-", "_")
     cfg = load_config(required.get(command, []), module)
@@ -71,6 +80,7 @@ def test_every_command_has_its_own_config_of_the_schema_its_main_takes(command):
 def test_the_commands_are_the_modules_of_the_command_package():
     assert set(HYDRA_COMMANDS) == {
         "train", "check", "demo", "evaluate", "infer", "export", "stats", "preview-augment",
+        "plan",
     }  # fmt: skip
 
 
