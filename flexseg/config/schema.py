@@ -503,6 +503,10 @@ class EvaluateConfig(Section):
     stand_in_channel: int | None = rule(None, lambda n: n is None or n >= 0, ">= 0 or null")
     precision: str = choice("auto", INFERENCE_PRECISIONS)
     compile_cache: str = _compile_cache()
+    # a folder of masks predicted elsewhere (one per sample of the split, named as
+    # flexseg-infer names them: <image stem>.png, <case>.nii.gz), scored instead of the run's
+    # model: results in evaluation/<split>_given_<folder name>/
+    predictions: str | None = rule(None, lambda v: v is None or bool(v.strip()), "a folder")
 
 
 @dataclass

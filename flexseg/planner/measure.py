@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import resource
 import statistics
@@ -12,10 +11,10 @@ import numpy as np
 
 from flexseg import backend
 from flexseg.errors import ConfigError
-from flexseg.planner.recipe import Machine, Timing
+from flexseg.planner.recipe import Machine, Timing, estimated_bytes
 
 STEPS = 5  # training steps timed after the first (which compiles); their median is taken
-ACTIVATION_TENSORS = 12  # feature maps kept per level for the backward pass (estimate)
+TIME_BOX_S = 10.0  # fewer (at least one) where a candidate's steps take longer than this
 
 
 def find_machine(device: str = "auto") -> Machine:
@@ -64,24 +63,6 @@ def _cpu_name() -> str:
     return "cpu"
 
 
-def estimated_bytes(args: dict, batch: int, params: int) -> int:
-    """Memory of a training step: weights, gradients and Adam's two moments, and each
-    level's feature maps kept for the backward pass."""
-    spatial = args["input_shape"][:-1]
-    pools = args.get("pool_sizes")
-    levels = args["num_layers"]
-    total = 0
-    shape = list(spatial)
-    for level in range(levels):
-        filters = args["base_filters"] * 2**level
-        total += math.prod(shape) * filters * (2 if level < levels - 1 else 1)
-        if level < levels - 1:
-            step = pools[level] if pools else [2] * len(shape)
-            step = step if isinstance(step, list) else [step] * len(shape)
-            shape = [s // p for s, p in zip(shape, step, strict=True)]
-    return int(batch * total * ACTIVATION_TENSORS * 4 + params * 16)
-
-
 def time_step(args: dict, batch: int, loss: str = "ce_dice", precision: str = "auto") -> Timing:
     """One candidate FlexUNet (`args`: its constructor arguments) trained for a few steps on
     random data of its input shape at `batch`, with the loss, metrics, optimizer and
@@ -115,23 +96,14 @@ def time_step(args: dict, batch: int, loss: str = "ce_dice", precision: str = "a
         start = time.perf_counter()
         model.train_on_batch(x, y)
         first = time.perf_counter() - start
-        steps = []
-        for _ in range(STEPS):
-            start = time.perf_counter()
-            model.train_on_batch(x, y)
-            steps.append(time.perf_counter() - start)
+        steps = _timed(lambda: model.train_on_batch(x, y), STEPS)
         model.test_on_batch(x, y)
-        tests = []
-        for _ in range(3):
-            start = time.perf_counter()
-            model.test_on_batch(x, y)
-            tests.append(time.perf_counter() - start)
+        tests = _timed(lambda: model.test_on_batch(x, y), 3)
         params = model.count_params()
     step = statistics.median(steps)
     measured = backend.gpu_peak_memory()
     if measured is None:
         measured = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-    del model
     keras.backend.clear_session()
     return Timing(
         train_step_s=step,
@@ -139,3 +111,14 @@ def time_step(args: dict, batch: int, loss: str = "ce_dice", precision: str = "a
         compile_s=max(0.0, first - step),
         peak_bytes=int(max(measured, estimated_bytes(args, batch, params))),
     )
+
+
+def _timed(step, count: int) -> list[float]:
+    """Seconds of up to `count` calls of `step`, at least one, within TIME_BOX_S."""
+    found: list[float] = []
+    begin = time.perf_counter()
+    while len(found) < count and (not found or time.perf_counter() - begin < TIME_BOX_S):
+        start = time.perf_counter()
+        step()
+        found.append(time.perf_counter() - start)
+    return found

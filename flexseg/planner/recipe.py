@@ -28,6 +28,7 @@ CT_LOW = -200.0  # volumes whose foreground reaches below this (in their units) 
 SAFETY = 1.1  # measured steps scaled by this for the loader, metrics and callbacks
 EPOCH_OVERHEAD_S = 2.0  # checkpoints and the preview, per epoch
 MEMORY_SHARE = 0.5  # of the memory the device has free, the most a training step may use
+ACTIVATION_TENSORS = 12  # feature maps kept per level and filter for the backward pass
 CACHE_SHARE = 0.25  # of the host memory, the most the decoded data set may take
 
 
@@ -396,9 +397,33 @@ def recipe_budget_guess(recipe: Recipe) -> float:
     return recipe.estimate.get("budget_s", 0.0)
 
 
+def estimated_bytes(args: dict, batch: int, params: int | None = None) -> int:
+    """Memory of a training step: weights, gradients and Adam's two moments, and each
+    level's feature maps kept for the backward pass (parameters counted roughly where
+    `params` is not given: two 3-wide convolutions a level, encoder and decoder)."""
+    spatial = list(args["input_shape"][:-1])
+    pools = args.get("pool_sizes")
+    levels = args["num_layers"]
+    total, counted, before = 0, 0, args["input_shape"][-1]
+    for level in range(levels):
+        filters = args["base_filters"] * 2**level
+        total += math.prod(spatial) * filters * (2 if level < levels - 1 else 1)
+        counted += 2 * (before + filters) * filters * 3 ** len(spatial)
+        before = filters
+        if level < levels - 1:
+            step = pools[level] if pools else 2
+            step = step if isinstance(step, list) else [step] * len(spatial)
+            spatial = [s // p for s, p in zip(spatial, step, strict=True)]
+    weights = params if params is not None else counted
+    return int(batch * total * ACTIVATION_TENSORS * 4 + weights * 16)
+
+
 def _fitting_batch(timer: Timer, args: dict, batch: int, machine: Machine) -> tuple[Timing, int]:
-    """The candidate's timing at `batch`, halved while its step takes more than
-    MEMORY_SHARE of the device's free memory."""
+    """The candidate's timing at `batch`, halved while its step would take (estimated
+    first, then as measured) more than MEMORY_SHARE of the device's free memory."""
+    room = MEMORY_SHARE * machine.memory_bytes
+    while batch > 1 and estimated_bytes(args, batch) > room:
+        batch //= 2
     while True:
         timing = timer(args, batch)
         if timing.peak_bytes <= MEMORY_SHARE * machine.memory_bytes or batch <= 1:

@@ -45,6 +45,7 @@ from flexseg.metrics import (
 )
 from flexseg.models.inference import inference_dtype
 from flexseg.predict.ensembles import predictor_of, rule_of
+from flexseg.predict.given import GivenPredictions
 from flexseg.predict.postprocess import NONE, RuleScores, classes, describe, save_rule
 from flexseg.predict.predictor import Predictor
 from flexseg.predict.reading import grouped_reads
@@ -426,11 +427,16 @@ def _evaluate(
         if sample.group in groups and sample not in wanted:
             others.setdefault(sample.group, []).append(sample)
     dtype = inference_dtype(cfg.precision)
-    predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, dtype)
+    given = _given_predictions(cfg, dataset, spec)
+    if given is not None:  # masks made elsewhere: scored as they are
+        predictor, loss, rule = given, None, NONE
+    else:
+        predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, dtype)
     # The run's own loss; an ensemble's mean probabilities are no one model's output.
-    loss = None
-    if len(runs) == 1:
-        loss = build_loss(run.cfg.loss, dataset.num_classes, run.cfg.model.from_logits)
+    if given is None:
+        loss = None
+        if len(runs) == 1:
+            loss = build_loss(run.cfg.loss, dataset.num_classes, run.cfg.model.from_logits)
     if rule is None:
         rule = rule_of(runs)
     summary, rows = evaluate_samples(
@@ -451,10 +457,31 @@ def _evaluate(
     if cfg.stand_in_channel is not None:
         summary["stand_in_channel"] = cfg.stand_in_channel
         name = f"{name}_channel{cfg.stand_in_channel}_only"
+    if given is not None:
+        summary.update(checkpoint=None, precision=None, predictions=str(given.folder))
+        name = f"{name}_given_{given.folder.name}"
     out_dir = results_dir(runs) / "evaluation" / name
     write_evaluation(out_dir, summary, rows)
     summary["written_to"] = str(out_dir)
     return summary
+
+
+def _given_predictions(
+    cfg: EvaluateConfig, dataset: DatasetConfig, spec
+) -> GivenPredictions | None:
+    if cfg.predictions is None:
+        return None
+    folder = Path(cfg.predictions).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"predictions={cfg.predictions}: no such folder; give the folder of predicted masks."
+        )
+    if cfg.tta != "none" or cfg.stand_in_channel is not None:
+        raise ConfigError(
+            "predictions=<folder> scores masks made elsewhere: tta and stand_in_channel "
+            "change a model's predictions; leave them unset."
+        )
+    return GivenPredictions(folder.resolve(), spec, dataset.num_classes)
 
 
 def labelled_data(dataset: DatasetConfig, data: LabelledDataConfig) -> DatasetConfig:

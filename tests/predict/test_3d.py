@@ -95,3 +95,29 @@ def test_a_3d_run_chooses_post_processing_and_ensembles(run_3d, tmp_path):
     assert "none" in chosen["fg_dice_volume_mean"] and len(chosen["fg_dice_volume_mean"]) > 1
     again = evaluate({"run_dir": copies[0], "split": "test"})
     assert again["postprocessing"] == describe(chosen["rule"])
+
+
+def test_masks_made_elsewhere_are_scored_as_the_runs_own(run_3d, tmp_path):
+    """flexseg-evaluate predictions=<folder>: another tool's masks, the run's split and scores."""
+    root, run_dir = run_3d
+    images = sorted(str(p) for p in (root / "imagesTr").glob("p04_*.nii.gz"))
+    written = infer({"run_dir": str(run_dir), "input": images, "output": str(tmp_path / "out")})
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    shutil.copy(written[0]["mask"], theirs / "p04.nii.gz")
+    given = evaluate({"run_dir": str(run_dir), "split": "test", "predictions": str(theirs)})
+    own = evaluate({"run_dir": str(run_dir), "split": "test"})
+    assert own["postprocessing"] == "none"  # the run's model, as it predicts
+    assert given["per_volume"]["p04"]["fg_dice"] == pytest.approx(
+        own["per_volume"]["p04"]["fg_dice"]
+    )
+    assert given["written_to"].endswith("test_given_theirs") and given["loss"] != given["loss"]
+    perfect = tmp_path / "perfect"
+    perfect.mkdir()
+    shutil.copy(root / "labelsTr" / "p04.nii.gz", perfect / "p04.nii.gz")
+    summary = evaluate({"run_dir": str(run_dir), "split": "test", "predictions": str(perfect)})
+    assert summary["fg_dice"] == 1.0 and summary["per_volume"]["p04"]["hd95_mm"] == 0.0
+    from flexseg.errors import DataError
+
+    with pytest.raises(DataError, match="no prediction for p04"):
+        evaluate({"run_dir": str(run_dir), "split": "test", "predictions": str(tmp_path)})
