@@ -40,6 +40,7 @@ def planned_fingerprint(cfg: PlanConfig, workers: int) -> tuple[dict, dict[str, 
     describe = {"name": dataset.name, "root": str(dataset.root), "layout": dataset.layout}
     fp = fingerprint(splits, reading, workers, root, describe, cfg.plan.refresh)
     counts = {split: len(samples) for split, samples in splits.items()}
+    counts["valid_groups"] = len({s.group for s in splits.get("valid", [])})
     return fp, counts
 
 
@@ -69,7 +70,9 @@ def make_recipe(
 
     planned = _planned_counts(fp, counts)
     classes = max(cfg.dataset.num_classes, max(fp["labels_found"], default=0) + 1)
-    recipe = plan_recipe(fp, machine, timer, train_seconds, planned, classes)
+    recipe = plan_recipe(
+        fp, machine, timer, train_seconds, planned, classes, counts.get("valid_groups")
+    )
     _dataset_facts(recipe, cfg.dataset, fp, classes)
     return recipe
 
@@ -77,6 +80,7 @@ def make_recipe(
 def _planned_counts(fp: dict, counts: dict[str, int]) -> dict[str, int]:
     """Samples per split as the model will see them: 2D images, whole cases of volumes
     planned in 3D, or their slices (counted from the median slices per case) in 2D."""
+    counts = {k: v for k, v in counts.items() if k != "valid_groups"}
     if fp["kind"] != "volumes":
         return dict(counts)
     from flexseg.planner.recipe import ANISOTROPY_2D

@@ -24,9 +24,13 @@ MIN_SIDE = 32  # nor is an image side or patch axis made smaller than this
 BOTTLENECK = 4  # an axis is pooled while it stays at least this long (nnU-Net's rule)
 ANISOTROPY_2D = 3.0  # volumes whose coarsest spacing is this many times the finest: 2D
 MIN_STEPS_PER_EPOCH = 25  # a 3D epoch serves at least this many batches
+# Post-processing is chosen on validation only where this many groups judge it: lgg's 5 folds
+# of 8 validation patients each chose foreground thresholds from 0.1 to 0.7
+MIN_VALID_GROUPS = 10
 CT_LOW = -200.0  # volumes whose foreground reaches below this (in their units) are CT
 SAFETY = 1.1  # measured steps scaled by this for the loader, metrics and callbacks
 EPOCH_OVERHEAD_S = 2.0  # checkpoints and the preview, per epoch
+POSTPROCESS_S = 20.0  # choosing the post-processing after training, beside its predictions
 MEMORY_SHARE = 0.5  # of the memory the device has free, the most a training step may use
 ACTIVATION_TENSORS = 12  # feature maps kept per level and filter for the backward pass
 CACHE_SHARE = 0.25  # of the host memory, the most the decoded data set may take
@@ -97,6 +101,7 @@ def plan_recipe(
     train_seconds: Callable[[], float],
     splits: Mapping[str, int],
     num_classes: int,
+    valid_groups: int | None = None,
 ) -> Recipe:
     """The recipe for data set `fp` on `machine`.
 
@@ -108,6 +113,7 @@ def plan_recipe(
             (the budget less the planning so far and the training's own set-up).
         splits: the samples of each split (cases for volumes planned in 3D).
         num_classes: classes, background included.
+        valid_groups: the groups (patients) of the validation split; None: as its samples.
     """
     recipe = Recipe()
     recipe.groups["loss"] = "ce_dice"
@@ -129,13 +135,17 @@ def plan_recipe(
         _plan_2d(recipe, fp, machine, timer, splits, num_classes, volumes)
     _schedule(recipe, fp, timer_result=recipe.estimate, train_seconds=train_seconds())
     valid = splits.get("valid", 0)
-    recipe.set(
-        "postprocess",
-        "auto" if valid else "none",
-        f"chosen on the {valid} validation samples after training (kept only if it helps)"
-        if valid
-        else "no validation split to choose post-processing on",
-    )
+    judges = valid_groups if valid_groups is not None else valid
+    if not valid:
+        why = "no validation split to choose post-processing on"
+    elif judges < MIN_VALID_GROUPS:
+        why = (
+            f"{judges} validation groups are too few to choose post-processing by (fewer "
+            f"than {MIN_VALID_GROUPS}: a choice would follow their noise)"
+        )
+    else:
+        why = f"chosen on the {judges} validation groups after training (kept only if it helps)"
+    recipe.set("postprocess", "auto" if valid and judges >= MIN_VALID_GROUPS else "none", why)
     _folds(recipe, splits)
     return recipe
 
@@ -274,10 +284,14 @@ def _plan_2d(recipe, fp, machine, timer, splits, num_classes, volumes) -> None:
             f"{recipe.tried[-2]['epoch_s']:.0f} s, under {MIN_EPOCHS_2D} epochs in the budget; "
             f"the median object keeps {smallest / (scale * scale):.0f} px"
         )
-    elif not same:
-        reason += ", sizes vary: each image resized to it"
-    if shape != [round(s / scale) for s in native] and scale == 1:
-        reason += f", padded to multiples of {2 ** (args['num_layers'] - 1)}"
+    multiple = 2 ** (args["num_layers"] - 1)
+    if scale == 1 and not same:
+        reason += (
+            f", sizes vary: each image resized to {_x(shape)} (the median up to multiples of "
+            f"{multiple})"
+        )
+    elif scale == 1 and shape != [round(s) for s in native]:
+        reason += f", padded to {_x(shape)} (multiples of {multiple})"
     recipe.set("dataset.image_size", shape, reason)
     resize = scale > 1 or not same
     recipe.set(
@@ -333,23 +347,27 @@ def _plan_3d(recipe, fp, machine, timer, splits, num_classes) -> None:
     valid_steps = math.ceil(splits.get("valid", 0) / batch)
     wanted = list(median)
     estimate = None  # (voxels, seconds) of the last measured candidate
+    room = MEMORY_SHARE * machine.memory_bytes
     while True:
         pools = _levels(wanted, cap)
         shape = [_round_up(s, 2**p) for s, p in zip(wanted, pools, strict=True)]
         voxels = math.prod(shape)
+        longest = max(range(3), key=lambda a: (wanted[a] * spacing[a], -a))
+        smaller = list(wanted)
+        smaller[longest] = max(MIN_SIDE, wanted[longest] - 2 ** pools[longest])
+        args = _model_args(shape, channels, num_classes, base, pools, True, "instance")
+        if estimated_bytes(args, batch) > room and smaller != wanted:
+            wanted, estimate = smaller, None  # too big to run at all: smaller first
+            continue
         guessed = estimate is not None and voxels < estimate[0]
         if guessed:  # step time scales with the voxels: a guess, measured once it fits
             epoch_s = estimate[1] * voxels / estimate[0]
         else:
-            args = _model_args(shape, channels, num_classes, base, pools, True, "instance")
             timing, batch = _fitting_batch(timer, args, batch, machine)
             epoch_s = _epoch_seconds(timing, train_steps, valid_steps)
             estimate = (voxels, epoch_s)
             recipe.tried.append({"patch": shape, "batch": batch, "epoch_s": round(epoch_s, 1)})
         fits = recipe_budget_guess(recipe) / epoch_s >= MIN_EPOCHS_3D
-        longest = max(range(3), key=lambda a: (wanted[a] * spacing[a], -a))
-        smaller = list(wanted)
-        smaller[longest] = max(MIN_SIDE, wanted[longest] - 2 ** pools[longest])
         if guessed and (fits or smaller == wanted):
             estimate = None  # measure this one
             continue
@@ -359,8 +377,8 @@ def _plan_3d(recipe, fp, machine, timer, splits, num_classes) -> None:
     reason = f"median case {_x(median)} voxels ({_x(spacing)} mm)"
     if shape != [_round_up(s, 2**p) for s, p in zip(median, _levels(median, cap), strict=True)]:
         reason += (
-            f", shrunk along the longest axes until {MIN_EPOCHS_3D} epochs fit "
-            f"(an epoch of the whole median case: {recipe.tried[0]['epoch_s']:.0f} s)"
+            f", shrunk along its longest axis (in mm) until a step of {batch} fits half the "
+            f"free memory and {MIN_EPOCHS_3D} epochs fit the budget"
         )
     else:
         reason += ", rounded up to the pooling's multiples: most cases fit one patch"
@@ -467,6 +485,11 @@ def _cache(recipe: Recipe, machine: Machine, fp: Mapping, shape, channels: int) 
 def _schedule(recipe: Recipe, fp, timer_result: dict, train_seconds: float) -> None:
     epoch_s = timer_result["epoch_s"]
     compile_s = timer_result["timing"].compile_s
+    valid_steps = timer_result["valid_steps"]
+    if valid_steps:  # postprocess=auto predicts the validation split once more, at the end
+        post_s = POSTPROCESS_S + valid_steps * timer_result["timing"].test_step_s
+        train_seconds -= post_s
+        recipe.estimate["postprocess_s"] = round(post_s, 1)
     usable = max(0.0, train_seconds - compile_s)
     epochs = int(max(1, min(MAX_EPOCHS, usable // epoch_s)))
     # TimeLimit stops after the epoch that passes max_minutes: leave one epoch for it

@@ -66,7 +66,7 @@ def test_fingerprint_of_images_gives_sizes_percentiles_objects_and_copied_channe
     assert (
         fp["kind"] == "images"
         and fp["samples"] == 12
-        and counts == {"train": 9, "valid": 3, "test": 0}
+        and counts == {"train": 9, "valid": 3, "test": 0, "valid_groups": 1}
     )
     assert fp["sizes"]["median"] == [40.0, 56.0] and fp["channels"] == 3
     assert fp["labels_found"] == [0, 1]
@@ -177,12 +177,23 @@ def test_too_few_epochs_halve_the_resolution_unless_objects_get_too_small():
     assert big.get("trainer.foreground_fraction") == 0.5  # 35% with foreground
     assert big.get("dataset.stand_in_channel") == 1
     assert big.get("dataset.normalize") == "group_zscore"
+    assert big.get("postprocess") == "auto"  # 50 validation images, each its own group
+    few = plan_recipe(fake_fingerprint(), CPU, slow, lambda: 1500.0, splits, 2, valid_groups=8)
+    assert few.get("postprocess") == "none" and "too few" in few.reasons["postprocess"]
     tiny = fake_fingerprint(objects={"1": {"median": 20.0}})  # small lesions stay full size
     kept = plan_recipe(tiny, CPU, slow, lambda: 1500.0, splits, 2)
     assert kept.get("dataset.image_size") == [256, 256]
     assert kept.get("trainer.epochs") < 40
     fast = plan_recipe(fake_fingerprint(), CPU, voxel_timer(0.01), lambda: 1500.0, splits, 2)
     assert fast.get("dataset.image_size") == [256, 256]
+    assert fast.get("dataset.size_policy") == "pad"  # every image 256 x 256
+    varied = fake_fingerprint(
+        sizes={"median": [300.0, 420.0], "min": [200.0, 250.0], "max": [600.0, 800.0]}
+    )
+    photos = plan_recipe(varied, CPU, voxel_timer(0.01), lambda: 1500.0, splits, 2)
+    assert photos.get("dataset.size_policy") == "resize"  # sizes vary: each to the median
+    assert photos.get("dataset.image_size") == [304, 432]  # up to multiples of 16
+    assert "sizes vary" in photos.reasons["dataset.image_size"]
 
 
 def test_epochs_fit_the_budget_and_a_3d_patch_shrinks_to_fit():
@@ -231,7 +242,7 @@ def test_a_written_plan_composes_and_trains_a_tiny_run(tmp_path):
     assert train_cfg.dataset.root == str(tmp_path / "data")
     assert train_cfg.dataset.image_size == recipe.get("dataset.image_size") == [32, 32]
     assert train_cfg.dataset.channels == 3 and train_cfg.model.normalization == "batch"
-    assert train_cfg.trainer.schedule == "cosine" and train_cfg.postprocess == "auto"
+    assert train_cfg.trainer.schedule == "cosine" and train_cfg.postprocess == "none"  # 1 group
     train_cfg = dataclasses.replace(
         train_cfg, trainer=dataclasses.replace(train_cfg.trainer, batch_size=2, workers=0)
     )
