@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -185,7 +186,7 @@ def nnunet_side(args, flexseg_run: str, number: int, configuration: str, work: P
             "train_s": round(trained - preprocessed, 1),
             "inference_s": round(predicted - trained, 1),
         },
-        "epochs": log.count("Epoch ") if log else None,
+        "epochs": len(re.findall(r": Epoch \d+ ?$", log, re.M)) if log else None,
         "scores": case_scores(scores),
         "plan": plans["configurations"][configuration],
         "version": subprocess.run(
