@@ -167,7 +167,6 @@ def nnunet_side(args, flexseg_run: str, number: int, configuration: str, work: P
          str(number), "-c", configuration, "-f", "0", "-tr", TRAINER, "-device", "cpu"], env,
     )  # fmt: skip
     predicted = time.monotonic()
-    to_flexseg_names(args.dataset, predictions)
     fenv = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
     run_checked(
         [*FLEXSEG, "evaluate", f"run_dir={flexseg_run}", f"predictions={predictions}"], fenv
@@ -229,15 +228,12 @@ def ensure_venv() -> Path:
 
 def split_of(flexseg_run: str) -> dict[str, list[str]]:
     """The flexseg run's samples per split, by name (cases, or 2D images)."""
-    code = (
-        "import json, sys; from flexseg.runs import load_run; from flexseg.from_config import "
-        "find_samples; run = load_run(sys.argv[1]); s = find_samples(run.cfg.dataset, "
-        "run.cfg.seed); print(json.dumps({k: [x.case or x.name for x in v] for k, v in "
-        "s.items()}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code, flexseg_run], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
-    return json.loads(out.strip().splitlines()[-1])
+    from flexseg.from_config import find_samples
+    from flexseg.runs import read_run_config
+
+    cfg = read_run_config(flexseg_run)
+    found = find_samples(cfg.dataset, cfg.seed)
+    return {split: [s.case or s.name for s in samples] for split, samples in found.items()}
 
 
 def convert(dataset: str, root: Path, target: Path, flexseg_run: str) -> tuple[dict, Path]:
@@ -283,12 +279,6 @@ def convert(dataset: str, root: Path, target: Path, flexseg_run: str) -> tuple[d
     return {"train": split["train"], "val": split["valid"]}, target / "imagesTs"
 
 
-def to_flexseg_names(dataset: str, predictions: Path) -> None:
-    """nnU-Net names its predictions as the cases: the names flexseg-evaluate looks for."""
-    for extra in predictions.glob("*.json"):
-        extra.unlink()
-
-
 def run_checked(command: list[str], env: dict) -> str:
     print("$", " ".join(command), flush=True)
     result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -298,15 +288,10 @@ def run_checked(command: list[str], env: dict) -> str:
 
 
 def machine() -> str:
-    name = "cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(
-                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} cores, {name}"
+    from flexseg.data.workers import usable_cores
+    from flexseg.planner.measure import cpu_name
+
+    return f"{usable_cores()} cores, {cpu_name()}"
 
 
 def write(result: dict) -> None:

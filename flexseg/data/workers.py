@@ -33,16 +33,20 @@ from flexseg.errors import ConfigError, DataError
 _POLL_S = 1.0  # how often a waiting worker or trainer checks that the other side lives
 
 
+def usable_cores() -> int:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def resolve_workers(setting: int | str, sharing: int = 1) -> int:
     """`trainer.workers`: a count, or `"auto"`: the cores this process may use, divided among
     the `sharing` training processes that may use the same cores, minus one (for the
     training process). 0 loads in the training process itself."""
     if setting == "auto":
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # macOS, Windows
-            cores = os.cpu_count() or 1
-        return max(cores // max(sharing, 1) - 1, 0)
+        return max(usable_cores() // max(sharing, 1) - 1, 0)
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
         raise ConfigError(f"trainer.workers must be auto or an integer >= 0. Received: {setting!r}")
     return setting

@@ -28,6 +28,7 @@ from flexseg.data import volumes
 from flexseg.data.masks import ColorMap, decode_mask
 from flexseg.data.reading import read_image
 from flexseg.data.sources import Sample, natural_key
+from flexseg.errors import DataError
 
 VERSION = 1
 PLANNED_SPLITS = ("train", "valid")  # what a plan may look at
@@ -45,7 +46,6 @@ class Reading:
     color_tolerance: float
     max_pixels: int
     max_voxels: int
-    slice_axis: str
 
     def colormap(self) -> ColorMap | None:
         if self.rgb_map is None:
@@ -77,8 +77,6 @@ def fingerprint(
     used = {s: list(splits.get(s, [])) for s in PLANNED_SPLITS if splits.get(s)}
     samples = [sample for members in used.values() for sample in members]
     if not samples:
-        from flexseg.errors import DataError
-
         raise DataError("the dataset has no training samples to plan from; check dataset.root.")
     key = _key(samples, reading)
     cached = cache_dir / f"{key}.json" if cache_dir is not None else None
@@ -91,7 +89,7 @@ def fingerprint(
             pass  # computed again below
     start = time.monotonic()
     facts = _read_all(samples, reading, workers)
-    result = summarize(facts, samples, used)
+    result = summarize(facts, samples)
     result.update(
         version=VERSION,
         key=key,
@@ -172,7 +170,6 @@ def sample_facts(sample: Sample, reading: Reading, seed: int = 0) -> dict:
     same = image.shape[-1] > 1 and bool(nonzero.any()) and bool((image == image[..., :1]).all())
     return {
         "group": sample.group,
-        "name": sample.name,
         "shape": list(labels.shape),
         "spacing": spacing,
         "channels": int(image.shape[-1]),
@@ -197,7 +194,7 @@ def _draw(flat: np.ndarray, where: np.ndarray, count: int, rng) -> list[list[flo
     return flat[picked].T.tolist()
 
 
-def summarize(facts: Sequence[dict], samples: Sequence[Sample], used: Mapping) -> dict:
+def summarize(facts: Sequence[dict], samples: Sequence[Sample]) -> dict:
     """The fingerprint of the samples' facts (`sample_facts`)."""
     volume = bool(samples[0].whole)
     shapes = np.asarray([f["shape"] for f in facts], float)

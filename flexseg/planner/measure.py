@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from flexseg import backend
+from flexseg.data.workers import usable_cores
 from flexseg.errors import ConfigError
 from flexseg.planner.recipe import Machine, Timing, estimated_bytes
 
@@ -30,15 +31,11 @@ def find_machine(device: str = "auto") -> Machine:
             "plan on the machine that will train, or set plan.device=auto."
         )
     host = _host_memory()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     if gpu and device != "cpu":
         free = backend.gpu_free_memory() or host
         return Machine("gpu", backend.devices()[0], free, host, backend.name(), cores)
-    name = _cpu_name()
-    return Machine("cpu", name, host, host, backend.name(), cores)
+    return Machine("cpu", cpu_name(), host, host, backend.name(), cores)
 
 
 def _host_memory() -> int:
@@ -52,7 +49,8 @@ def _host_memory() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (Linux), or "cpu"."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

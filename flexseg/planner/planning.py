@@ -31,9 +31,8 @@ def planned_fingerprint(cfg: PlanConfig, workers: int) -> tuple[dict, dict[str, 
     if not any(s.whole for samples in splits.values() for s in samples[:1]):
         splits = find_samples(dataset, cfg.seed)  # 2D images: as the dataset splits them
     reading = Reading(
-        dataset.rgb_map, dataset.color_tolerance, dataset.max_pixels, dataset.max_voxels,
-        dataset.slice_axis,
-    )  # fmt: skip
+        dataset.rgb_map, dataset.color_tolerance, dataset.max_pixels, dataset.max_voxels
+    )
     root = (
         Path(cfg.plan.cache_dir).expanduser() if cfg.plan.cache_dir else FINGERPRINTS.expanduser()
     )

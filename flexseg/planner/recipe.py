@@ -127,13 +127,13 @@ def plan_recipe(
             f"2D: spacing {fp['spacing_mm']['median']} mm is {fp['anisotropy']:.1f}x anisotropic "
             f"(> {ANISOTROPY_2D:g}), so slices along the coarsest axis"
         )
-    recipe.estimate["budget_s"] = train_seconds()  # what the candidates are judged by
+    budget = recipe.estimate["budget_s"] = train_seconds()  # what candidates are judged by
     _normalization(recipe, fp, volumes)
     if three_d:
-        _plan_3d(recipe, fp, machine, timer, splits, num_classes)
+        _plan_3d(recipe, fp, machine, timer, splits, num_classes, budget)
     else:
-        _plan_2d(recipe, fp, machine, timer, splits, num_classes, volumes)
-    _schedule(recipe, fp, timer_result=recipe.estimate, train_seconds=train_seconds())
+        _plan_2d(recipe, fp, machine, timer, splits, num_classes, volumes, budget)
+    _schedule(recipe, train_seconds())
     valid = splits.get("valid", 0)
     judges = valid_groups if valid_groups is not None else valid
     if not valid:
@@ -237,7 +237,7 @@ def _epoch_seconds(timing: Timing, train_steps: int, valid_steps: int) -> float:
     return SAFETY * work + EPOCH_OVERHEAD_S
 
 
-def _plan_2d(recipe, fp, machine, timer, splits, num_classes, volumes) -> None:
+def _plan_2d(recipe, fp, machine, timer, splits, num_classes, volumes, budget) -> None:
     if volumes:  # slices of volumes: the in-plane axes of the coarsest one
         sizes = fp["sizes"]["median"]
         spacing = fp["spacing_mm"]["median"]
@@ -256,8 +256,6 @@ def _plan_2d(recipe, fp, machine, timer, splits, num_classes, volumes) -> None:
     with_fg = fp["samples_with_foreground"]
     balance = with_fg < 0.5
     served = min(train, round(2 * with_fg * train)) if balance else train
-    train_steps = max(1, served // batch)
-    valid_steps = math.ceil(splits.get("valid", 0) / batch)
     scale = 1
     while True:
         wanted = [s / scale for s in native]
@@ -273,8 +271,7 @@ def _plan_2d(recipe, fp, machine, timer, splits, num_classes, volumes) -> None:
         smaller = [s / 2 for s in wanted]
         object_after = smallest / (4 * scale * scale)
         can_shrink = min(smaller) >= MIN_SIDE and object_after >= MIN_OBJECT_PIXELS
-        rough = recipe_budget_guess(recipe)
-        if not can_shrink or rough / epoch_s >= MIN_EPOCHS_2D:
+        if not can_shrink or budget / epoch_s >= MIN_EPOCHS_2D:
             break
         scale *= 2
     reason = f"median image {_x(native)}"
@@ -284,7 +281,6 @@ def _plan_2d(recipe, fp, machine, timer, splits, num_classes, volumes) -> None:
             f"{recipe.tried[-2]['epoch_s']:.0f} s, under {MIN_EPOCHS_2D} epochs in the budget; "
             f"the median object keeps {smallest / (scale * scale):.0f} px"
         )
-    multiple = 2 ** (args["num_layers"] - 1)
     if scale == 1 and not same:
         reason += (
             f", sizes vary: each image resized to {_x(shape)} (the median up to multiples of "
@@ -308,7 +304,7 @@ def _plan_2d(recipe, fp, machine, timer, splits, num_classes, volumes) -> None:
     )
     recipe.set("model.spatial_dims", 2, recipe.reasons.get("model.spatial_dims") or "2D images")
     _common_model(recipe, base, "batch", machine, args)
-    recipe.set("trainer.batch_size", batch, _batch_reason(recipe, timing, machine, batch))
+    recipe.set("trainer.batch_size", batch, _batch_reason(timing, machine, batch))
     if balance:
         recipe.set(
             "trainer.foreground_fraction",
@@ -334,7 +330,7 @@ def _plan_2d(recipe, fp, machine, timer, splits, num_classes, volumes) -> None:
     _cache(recipe, machine, fp, shape, channels)
 
 
-def _plan_3d(recipe, fp, machine, timer, splits, num_classes) -> None:
+def _plan_3d(recipe, fp, machine, timer, splits, num_classes, budget) -> None:
     median = fp["sizes"]["median"]
     spacing = fp["spacing_mm"]["median"]
     channels = fp["channels"]
@@ -367,7 +363,7 @@ def _plan_3d(recipe, fp, machine, timer, splits, num_classes) -> None:
             epoch_s = _epoch_seconds(timing, train_steps, valid_steps)
             estimate = (voxels, epoch_s)
             recipe.tried.append({"patch": shape, "batch": batch, "epoch_s": round(epoch_s, 1)})
-        fits = recipe_budget_guess(recipe) / epoch_s >= MIN_EPOCHS_3D
+        fits = budget / epoch_s >= MIN_EPOCHS_3D
         if guessed and (fits or smaller == wanted):
             estimate = None  # measure this one
             continue
@@ -394,7 +390,7 @@ def _plan_3d(recipe, fp, machine, timer, splits, num_classes) -> None:
     if "pool_sizes" in args:
         recipe.set("model.pool_sizes", args["pool_sizes"], "axes pooled unequally")
     _common_model(recipe, base, "instance", machine, args)
-    recipe.set("trainer.batch_size", batch, _batch_reason(recipe, timing, machine, batch))
+    recipe.set("trainer.batch_size", batch, _batch_reason(timing, machine, batch))
     if patches != train:
         recipe.set(
             "trainer.patches_per_epoch",
@@ -407,12 +403,6 @@ def _plan_3d(recipe, fp, machine, timer, splits, num_classes) -> None:
         timing=timing, train_steps=train_steps, valid_steps=valid_steps, epoch_s=epoch_s
     )
     recipe.set("dataset.cache", "memory", "whole cases decoded once")
-
-
-def recipe_budget_guess(recipe: Recipe) -> float:
-    """The training seconds the candidates are judged against (set by `plan_recipe`'s
-    caller through `Recipe.estimate["budget_s"]`)."""
-    return recipe.estimate.get("budget_s", 0.0)
 
 
 def estimated_bytes(args: dict, batch: int, params: int | None = None) -> int:
@@ -449,7 +439,7 @@ def _fitting_batch(timer: Timer, args: dict, batch: int, machine: Machine) -> tu
         batch //= 2
 
 
-def _batch_reason(recipe, timing: Timing, machine: Machine, batch: int) -> str:
+def _batch_reason(timing: Timing, machine: Machine, batch: int) -> str:
     used = timing.peak_bytes / 2**30
     free = machine.memory_bytes / 2**30
     return (
@@ -482,7 +472,9 @@ def _cache(recipe: Recipe, machine: Machine, fp: Mapping, shape, channels: int) 
         recipe.set("dataset.cache", "none", f"{decoded / 2**30:.1f} GiB decoded: too big")
 
 
-def _schedule(recipe: Recipe, fp, timer_result: dict, train_seconds: float) -> None:
+def _schedule(recipe: Recipe, train_seconds: float) -> None:
+    """Epochs and the time limit from the chosen candidate's estimate (`recipe.estimate`)."""
+    timer_result = recipe.estimate
     epoch_s = timer_result["epoch_s"]
     compile_s = timer_result["timing"].compile_s
     valid_steps = timer_result["valid_steps"]

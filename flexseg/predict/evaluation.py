@@ -428,13 +428,12 @@ def _evaluate(
             others.setdefault(sample.group, []).append(sample)
     dtype = inference_dtype(cfg.precision)
     given = _given_predictions(cfg, dataset, spec)
+    loss = None
     if given is not None:  # masks made elsewhere: scored as they are
-        predictor, loss, rule = given, None, NONE
+        predictor, rule = given, NONE
     else:
         predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, dtype)
-    # The run's own loss; an ensemble's mean probabilities are no one model's output.
-    if given is None:
-        loss = None
+        # The run's own loss; an ensemble's mean probabilities are no one model's output.
         if len(runs) == 1:
             loss = build_loss(run.cfg.loss, dataset.num_classes, run.cfg.model.from_logits)
     if rule is None:

@@ -8,7 +8,7 @@ its masks (`<image stem>.png`, or `<case>.nii.gz` for a volume), holding class i
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ class GivenPredictions:
     num_classes: int
     tta: str = "given"
     batch_size: int = 1
-    _volumes: dict = field(default_factory=dict)
 
     def file_of(self, sample: Sample) -> Path:
         stem = sample.case if sample.volume else sample.name
@@ -52,10 +51,8 @@ class GivenPredictions:
         path = self.file_of(sample)
         if not sample.volume:
             return decode_mask(path, self.num_classes, None, self.spec.max_pixels)[0]
-        if path not in self._volumes:
-            self._volumes.clear()  # one case at a time
-            self._volumes[path] = volumes.load(path, "label", self.spec.max_voxels).voxels
-        labels = self._volumes[path]
+        # a case's slices read its volume once: `volumes.load` keeps what it read
+        labels = volumes.load(path, "label", self.spec.max_voxels).voxels
         return labels if sample.whole else volumes.cut(labels, sample.axis, sample.index)
 
     def predict_many(
