@@ -24,9 +24,12 @@ FINGERPRINTS = Path("~/.cache/flexseg/fingerprints")
 def planned_fingerprint(cfg: PlanConfig, workers: int) -> tuple[dict, dict[str, int]]:
     """The dataset's fingerprint (cached), and the samples per split as the plan counts
     them: cases of volumes, or 2D images."""
-    dataset = dataclasses.replace(cfg.dataset, split=dataclasses.replace(cfg.dataset.split))
-    whole = dataclasses.replace(dataset, patch_size=[1, 1, 1])  # volumes as whole cases
-    whole.split.holdout_fraction = 0.0
+    dataset = cfg.dataset
+    whole = dataclasses.replace(  # volumes as whole cases; its own split, the dataset's kept
+        dataset,
+        patch_size=[1, 1, 1],
+        split=dataclasses.replace(dataset.split, holdout_fraction=0.0),
+    )
     splits = find_samples(whole, cfg.seed)
     if not any(s.whole for samples in splits.values() for s in samples[:1]):
         splits = find_samples(dataset, cfg.seed)  # 2D images: as the dataset splits them

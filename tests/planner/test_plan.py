@@ -102,6 +102,15 @@ def test_fingerprint_is_cached_by_files_and_leaves_out_the_test_split(tmp_path):
     assert not changed["cached"] and changed["key"] != first["key"]
 
 
+def test_images_planned_with_a_holdout_keep_it_as_their_validation(tmp_path):
+    write_images(tmp_path, groups=("p01", "p02"), slices=4)
+    split = {"groups": {"train": ["p01", "p02"], "valid": []}, "holdout_fraction": 0.25}
+    cfg = plan_config(tmp_path, split=split)
+    _, counts = planned_fingerprint(cfg, workers=0)
+    assert counts["valid"] == 2 and counts["train"] == 6  # a block of 1 slice per group
+    assert cfg.dataset.split.holdout_fraction == 0.25  # the config itself untouched
+
+
 def test_worker_processes_compute_the_same_fingerprint(tmp_path):
     write_images(tmp_path, groups=("p01", "p02", "p03", "p04"), slices=3)
     cfg = plan_config(tmp_path)
