@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # where plain `pip install torch` would fetch a CUDA build.
 TORCH_PIP_ARGS ?=
 
-.PHONY: help setup test lint format demo bench clean-venv
+.PHONY: help setup test lint format demo docs bench clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -45,6 +45,9 @@ format: setup ## apply ruff fixes and formatting
 
 demo: setup ## train, evaluate and infer on the built-in sample (BACKEND=tensorflow|jax|torch)
 	@KERAS_BACKEND=$(BACKEND) $(VENV)/bin/flexseg-demo
+
+docs: setup ## build the documentation site into site/ (strict: broken links and unlisted pages fail)
+	@$(VENV)/bin/mkdocs build --strict --quiet && echo "built site/index.html"
 
 bench: setup ## speed of every backend beside hand-written PyTorch -> benchmarks/results.{json,md}
 	@$(VENV)/bin/python scripts/benchmark.py $(BENCH_ARGS)

@@ -160,7 +160,12 @@ class SegmentationLoss(keras.losses.Loss):
 
 @register_loss("ce")
 class CrossEntropy(SegmentationLoss):
-    """Categorical cross-entropy; `class_weights` scales each pixel by its true class."""
+    """Categorical cross-entropy; `class_weights` scales each pixel by its true class.
+
+    Args:
+        class_weights: one weight per class scaling each pixel's cross-entropy by its true
+            class (e.g. `[1.0, 3.0]`); `None`: equal weights.
+    """
 
     def __init__(self, class_weights: list[float] | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -172,7 +177,12 @@ class CrossEntropy(SegmentationLoss):
 
 @register_loss("dice")
 class DiceLoss(SegmentationLoss):
-    """Soft Dice over the batch; `include_background` counts class 0."""
+    """Soft Dice over the batch; `include_background` counts class 0.
+
+    Args:
+        include_background: count class 0 in the Dice term too.
+        smooth: added to the numerator and denominator of the soft Dice (empty masks score 1).
+    """
 
     def __init__(self, include_background: bool = False, smooth: float = 1.0, **kwargs):
         super().__init__(**kwargs)
@@ -185,7 +195,15 @@ class DiceLoss(SegmentationLoss):
 
 @register_loss("ce_dice")
 class CrossEntropyDice(SegmentationLoss):
-    """Cross-entropy plus `dice_weight` x soft Dice over the foreground classes."""
+    """Cross-entropy plus `dice_weight` x soft Dice over the foreground classes.
+
+    Args:
+        class_weights: one weight per class scaling each pixel's cross-entropy by its true
+            class (e.g. `[1.0, 3.0]`); `None`: equal weights.
+        dice_weight: the weight of the soft Dice term beside the cross-entropy.
+        include_background: count class 0 in the Dice term too.
+        smooth: added to the numerator and denominator of the soft Dice (empty masks score 1).
+    """
 
     def __init__(
         self,
@@ -214,7 +232,11 @@ class CrossEntropyDice(SegmentationLoss):
 
 @register_loss("focal")
 class FocalLoss(SegmentationLoss):
-    """Focal cross-entropy: easy pixels down-weighted by (1 - p)**gamma."""
+    """Focal cross-entropy: easy pixels down-weighted by (1 - p)**gamma.
+
+    Args:
+        gamma: the focusing exponent; 0 is plain cross-entropy.
+    """
 
     def __init__(self, gamma: float = 2.0, **kwargs):
         super().__init__(**kwargs)
@@ -226,7 +248,14 @@ class FocalLoss(SegmentationLoss):
 
 @register_loss("tversky")
 class TverskyLoss(SegmentationLoss):
-    """Tversky: Dice with `alpha` weighing false positives and `beta` false negatives."""
+    """Tversky: Dice with `alpha` weighing false positives and `beta` false negatives.
+
+    Args:
+        alpha: the weight of false positives.
+        beta: the weight of false negatives (above alpha: a missed pixel costs more).
+        include_background: count class 0 too.
+        smooth: added to the numerator and denominator of the soft Dice (empty masks score 1).
+    """
 
     def __init__(
         self,

@@ -94,7 +94,6 @@ def _intensity_rows(value) -> bool:
 
 
 def _compile_cache() -> Any:
-    # JAX's compiled programs kept for the next run: auto (~/.cache/flexseg/jax) | none | a folder
     return rule("auto", lambda v: bool(v.strip()), "auto, none or a folder")
 
 
@@ -113,24 +112,27 @@ class SplitConfig(Section):
     # Cross-validation by patient: the groups outside test are dealt into `folds` seeded folds
     # and fold `fold` validates; flexseg-train -m dataset.split.fold=0,1,2,3,4 runs them all.
     folds: int | None = rule(None, lambda n: n is None or n >= 2, ">= 2 or null")
-    fold: int = rule(SplitRule.fold, lambda n: n >= 0, ">= 0")
+    fold: int = rule(SplitRule.fold, lambda n: n >= 0, ">= 0")  # the fold that validates
 
 
 @dataclass
 class DatasetConfig(Section):
     KEY: ClassVar[str] = "dataset"
     name: str = MISSING  # names the output folder: outputs/<name>/<time>
-    root: str = MISSING
+    root: str = MISSING  # the data set's folder
+    # how the folder is laid out: flat (images/ + masks/ and a split rule), splits
+    # (train/valid/test folders), nnunet or msd (volumes); auto tells them apart
     layout: str = choice(Source.layout, LAYOUTS)
-    images_dir: str = Source.images_dir
-    masks_dir: str = Source.masks_dir
-    mask_suffix: str = Source.mask_suffix
+    images_dir: str = Source.images_dir  # the images' folder under root (or a split folder)
+    masks_dir: str = Source.masks_dir  # the masks' folder, beside images_dir
+    mask_suffix: str = Source.mask_suffix  # a mask's name is <image stem><suffix>.<any ext>
     group_regex: str | None = None  # first capture group = the patient id of a file name
     split: SplitConfig = field(default_factory=SplitConfig)
+    # classes of the masks, background (id 0) included
     num_classes: int = rule(2, lambda n: n >= 2, ">= 2 (the background is a class)")
-    class_names: list[str] | None = None
+    class_names: list[str] | None = None  # one per class, in id order; None: class_<id>
     rgb_map: Any = None  # [{name, color: [r, g, b], id}] or {"(r, g, b)": id}; None: id masks
-    color_tolerance: float = 10.0
+    color_tolerance: float = 10.0  # farthest an RGB mask colour may lie from a map colour
     # 2D files: 1 reads gray, 3 RGB; volumes: the channels of a case (nnU-Net's channel
     # files, a Decathlon image's fourth axis)
     channels: int = rule(ReadSpec.channels, lambda n: n >= 1, ">= 1")
@@ -150,8 +152,12 @@ class DatasetConfig(Section):
     image_size: list[int] | None = rule(
         None, _optional_pair(lambda size: min(size) >= 1), "[height, width] of positive integers"
     )
+    # how an image meets image_size: pad (centred; cut off again in predictions) or resize
     size_policy: str = choice(ReadSpec.size_policy, SIZE_POLICIES)
+    # intensities: scale01 | zscore (per image) | group_zscore (per patient) | volume_zscore
+    # (per volume and channel) | dataset_zscore (CT, intensity_stats) | none
     normalize: str = choice(ReadSpec.normalize, NORMALIZATIONS)
+    # intensities clipped at these percentiles of the image (group, volume) before normalize
     clip_percentiles: list[float] | None = rule(
         None,
         _optional_pair(lambda p: 0 <= p[0] < p[1] <= 100),
@@ -167,7 +173,7 @@ class DatasetConfig(Section):
     # filled with the one it has (lgg: FLAIR, channel 1); flexseg-evaluate stand_in_channel=1
     # scores the test split that way.
     stand_in_channel: int | None = rule(None, lambda n: n is None or n >= 0, ">= 0 or null")
-    stand_in_p: float = rule(0.0, lambda p: 0 <= p <= 1, "in [0, 1]")
+    stand_in_p: float = rule(0.0, lambda p: 0 <= p <= 1, "in [0, 1]")  # see stand_in_channel
     # decode and size every sample once: none | memory (shared by the loader processes, for
     # one run) | disk (a folder under cache_dir, reused while the files and settings stay)
     cache: str = choice("none", CACHE_KINDS)
@@ -186,7 +192,7 @@ class DatasetConfig(Section):
 @dataclass
 class AugmentConfig(Section):
     KEY: ClassVar[str] = "augment"
-    name: str = "none"
+    name: str = "none"  # the option's name (augment=light), recorded with the run
     # albumentations transforms in order: [{name: HorizontalFlip, p: 0.5}, ...]
     transforms: list[Any] = field(default_factory=list)
 
@@ -194,18 +200,18 @@ class AugmentConfig(Section):
 @dataclass
 class ReduceLRConfig(Section):
     KEY: ClassVar[str] = "trainer.reduce_lr"
-    enabled: bool = True
-    factor: float = 0.5
-    patience: int = 5
-    min_lr: float = 1e-6
+    enabled: bool = True  # lower the learning rate when the monitored value stops improving
+    factor: float = 0.5  # the learning rate is multiplied by this
+    patience: int = 5  # epochs without improvement before it is lowered
+    min_lr: float = 1e-6  # never below this
 
 
 @dataclass
 class EarlyStoppingConfig(Section):
     KEY: ClassVar[str] = "trainer.early_stopping"
-    enabled: bool = True
-    patience: int = 15
-    restore_best: bool = True
+    enabled: bool = True  # stop when the monitored value stops improving
+    patience: int = 15  # epochs without improvement before training stops
+    restore_best: bool = True  # end with the best epoch's weights
 
 
 @dataclass
@@ -215,42 +221,50 @@ class ClusterConfig(Section):
 
     KEY: ClassVar[str] = "trainer.cluster"
     coordinator: str | None = None  # host:port where process 0 listens
+    # the processes of the training, in all
     num_processes: int | None = rule(None, lambda n: n is None or n >= 1, ">= 1 or null")
+    # this process's number, 0 to num_processes - 1
     process_id: int | None = rule(None, lambda n: n is None or n >= 0, ">= 0 or null")
     # a collective that waits longer than this fails (a process hangs); a lost process is
     # noticed within lost_after_s either way
     timeout_s: float = rule(1800.0, lambda n: n > 0, "> 0")
+    # a process with no sign of life for this long is taken as lost, and the others stop
     lost_after_s: float = rule(60.0, lambda n: n >= 5, ">= 5")
 
 
 @dataclass
 class TrainerConfig(Section):
     KEY: ClassVar[str] = "trainer"
-    epochs: int = rule(50, lambda n: n >= 1, ">= 1")
+    epochs: int = rule(50, lambda n: n >= 1, ">= 1")  # passes over the training samples
+    # samples a step, over all devices and processes together
     batch_size: int = rule(8, lambda n: n >= 1, ">= 1")
-    learning_rate: float = 1e-3
-    optimizer: str = choice("adam", OPTIMIZERS)
+    learning_rate: float = 1e-3  # the start (after warm-up) of the schedule
+    optimizer: str = choice("adam", OPTIMIZERS)  # adamw adds decoupled weight decay
     weight_decay: float = 1e-4  # adamw only
-    clipnorm: float | None = None
+    clipnorm: float | None = None  # each gradient's norm clipped to this; None: not clipped
+    # the learning rate over the epochs: constant (the plateau reducer may lower it), cosine
+    # (decays to reduce_lr.min_lr by the last epoch, or by max_minutes) or step
     schedule: str = choice("constant", SCHEDULES)
-    warmup_epochs: int = 0
+    warmup_epochs: int = 0  # epochs whose learning rate rises linearly to learning_rate
     step_epochs: int = 30  # step schedule: multiply by step_gamma every step_epochs
-    step_gamma: float = 0.1
+    step_gamma: float = 0.1  # step schedule: the factor
     reduce_lr: ReduceLRConfig = field(default_factory=ReduceLRConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    # the logged value that picks the best checkpoint and drives reduce_lr and early_stopping
     monitor: str = "val_fg_dice"
-    steps_per_epoch: int | None = None
+    steps_per_epoch: int | None = None  # batches an epoch; None: the whole training set
     drop_remainder: bool = True  # training: leave out an epoch's last, smaller batch
     # training: oversample slices with foreground to this share of an epoch
     foreground_fraction: float | None = rule(None, _fraction(True, False), "in (0, 1] or null")
     # 3D training: the share of each batch's patches centred on a foreground voxel (nnU-Net:
-    # a third), and the patches an epoch serves (null: one per training case)
+    # a third)
     foreground_patches: float = rule(0.33, lambda p: 0 <= p <= 1, "in [0, 1]")
+    # 3D training: the patches an epoch serves; null: one per training case
     patches_per_epoch: int | None = rule(None, lambda n: n is None or n >= 1, ">= 1 or null")
     # training: slices whose foreground covers fewer pixels than this (at the model's input
     # size) are served small_lesion_repeats times an epoch
     small_lesion_pixels: int | None = rule(None, lambda n: n is None or n >= 1, ">= 1 or null")
-    small_lesion_repeats: int = rule(3, lambda n: n >= 1, ">= 1")
+    small_lesion_repeats: int = rule(3, lambda n: n >= 1, ">= 1")  # see small_lesion_pixels
     select_checkpoint: str = choice("best", CHECKPOINTS)  # what evaluate / infer use
     preview_images: int = 6  # fixed validation images predicted after every epoch
     # loader worker processes: auto (the cores this process may use, minus one) or a count;
@@ -259,9 +273,11 @@ class TrainerConfig(Section):
         "auto", lambda v: v == "auto" or (type(v) is int and v >= 0), "auto or an integer >= 0"
     )
     prefetch: int = rule(2, lambda n: n >= 1, ">= 1")  # batches each worker keeps ready
+    # compile the step with XLA: auto (on JAX, and on TensorFlow with a GPU), true or false
     jit_compile: Any = rule(
         "auto", lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"
     )
+    # JAX's compiled programs kept for the next run: auto (~/.cache/flexseg/jax) | none | a folder
     compile_cache: str = _compile_cache()
     # data parallel over several processes (torch, JAX), or over the devices JAX or
     # TensorFlow sees (auto), or not (none)
@@ -269,7 +285,7 @@ class TrainerConfig(Section):
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     # auto: measured per device (backend.auto_precision)
     precision: str = choice("float32", PRECISIONS)
-    verbose: int = 1
+    verbose: int = 1  # Keras' fit: 0 silent, 1 a progress bar, 2 one line an epoch
     max_minutes: float | None = None  # stop after the epoch that passes this wall time
     resume: str = choice("never", RESUMES)  # auto: continue the run folder after its last epoch
 
@@ -356,7 +372,7 @@ class LoggerConfig(Section):
     """Experiment logs beside the run's own files: TensorBoard (on by default) and MLflow."""
 
     KEY: ClassVar[str] = "logger"
-    name: str = "tensorboard"
+    name: str = "tensorboard"  # the option's name (logger=mlflow), recorded with the run
     tensorboard: bool = True  # <run_dir>/tensorboard/: every epoch's values and preview
     mlflow: bool = False  # an MLflow run: the config, every epoch's values, the run's files
     # MLflow's store; None: sqlite:///mlruns/mlflow.db in the working folder (files only)
@@ -423,7 +439,7 @@ class TrainConfig(Section):
 class PreviewAugmentConfig(TrainConfig):
     """`flexseg-preview-augment`: the training config and how many samples to draw."""
 
-    preview_samples: int = 16
+    preview_samples: int = 16  # augmented samples drawn into the preview
 
 
 @dataclass
@@ -479,9 +495,9 @@ class LabelledDataConfig(Section):
     KEY: ClassVar[str] = "data"
     root: str | None = None  # a folder of images_dir/ + masks_dir/; None: the run's own split
     name: str | None = None  # results go to <run_dir>/evaluation/<name>/; default: root's name
-    images_dir: str = "images"
-    masks_dir: str = "masks"
-    mask_suffix: str = ""
+    images_dir: str = "images"  # the images' folder under root
+    masks_dir: str = "masks"  # the masks' folder under root
+    mask_suffix: str = ""  # a mask's name is <image stem><suffix>.<any ext>
     # first capture group = the patient id; default: the run's dataset.group_regex
     group_regex: str | None = None
 
@@ -493,15 +509,18 @@ class EvaluateConfig(Section):
 
     # a training run's folder; or several ([a,b,c], or a sweep's folder): their ensemble
     run_dir: Any = MISSING
-    split: str = choice("test", SPLITS)
+    split: str = choice("test", SPLITS)  # the run's split to score
     data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
     checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
+    # test-time augmentation: the mean of the image's and its mirrors' predictions
     tta: str = choice("none", TTA_MODES)
     batch_size: int = rule(16, lambda n: n >= 1, ">= 1")  # model inputs per pass, flips included
     # every image's channels replaced by this one (robustness to missing sequences): results
     # in evaluation/<split>_channel<k>_only/
     stand_in_channel: int | None = rule(None, lambda n: n is None or n >= 0, ">= 0 or null")
+    # auto: 16 bits where the training's precision=auto would train in them, else float32
     precision: str = choice("auto", INFERENCE_PRECISIONS)
+    # JAX's compiled programs kept for the next run: auto (~/.cache/flexseg/jax) | none | a folder
     compile_cache: str = _compile_cache()
     # a folder of masks predicted elsewhere (one per sample of the split, named as
     # flexseg-infer names them: <image stem>.png, <case>.nii.gz), scored instead of the run's
@@ -517,12 +536,16 @@ class InferConfig(Section):
     run_dir: Any = MISSING
     input: Any = MISSING  # an image, a folder, a text file listing images, or a list of images
     output: str | None = None  # default: <run_dir>/predictions
+    # replace files flexseg-infer wrote there before
     overwrite: bool = False
+    # test-time augmentation: the mean of the image's and its mirrors' predictions
     tta: str = choice("none", TTA_MODES)
     batch_size: int = rule(16, lambda n: n >= 1, ">= 1")  # model inputs per pass, flips included
-    save_probabilities: bool = False
+    save_probabilities: bool = False  # also write each class's probabilities (probabilities/)
     checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
+    # auto: 16 bits where the training's precision=auto would train in them, else float32
     precision: str = choice("auto", INFERENCE_PRECISIONS)
+    # JAX's compiled programs kept for the next run: auto (~/.cache/flexseg/jax) | none | a folder
     compile_cache: str = _compile_cache()
 
 
@@ -531,12 +554,13 @@ class ExportConfig(Section):
     """`flexseg-export`: a training run's checkpoint in a deployable format, checked."""
 
     run_dir: str = MISSING  # the folder of a training run
-    format: str = choice("onnx", EXPORT_FORMATS)
+    format: str = choice("onnx", EXPORT_FORMATS)  # what to write
     output: str | None = None  # default: <run_dir>/export/<format>
     overwrite: bool = False  # replace an earlier export (only once the new one passed its check)
     checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
     # largest difference of a class probability, exported model vs Keras model
     tolerance: float = rule(1e-4, lambda v: 0 < v < 1, "between 0 and 1")
+    # JAX's compiled programs kept for the next run: auto (~/.cache/flexseg/jax) | none | a folder
     compile_cache: str = _compile_cache()
 
 
