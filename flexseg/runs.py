@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,13 +133,28 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None) -> Run:
     register_models()
     checkpoint = checkpoint or cfg.trainer.select_checkpoint
     path = run_dir / CHECKPOINTS / f"{checkpoint}.keras"
+    other = "last" if checkpoint == "best" else "best"
+    fallback = run_dir / CHECKPOINTS / f"{other}.keras"
+    offer = (
+        f"; the run's other checkpoint may be intact: checkpoint={other}"
+        if fallback.is_file() and zipfile.is_zipfile(fallback)
+        else ""
+    )
+    if path.is_dir():
+        raise DataError(f"checkpoint {path} is a folder, not a checkpoint file{offer}.")
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist; was the run trained to an epoch end?")
+    if not zipfile.is_zipfile(path):  # Keras would call it "not found"
+        size = path.stat().st_size
+        raise DataError(
+            f"checkpoint {path} is damaged ({size:,} bytes, not a complete .keras file){offer}."
+        )
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # a corrupt zip, a foreign model: say which file
         raise DataError(
-            f"cannot load checkpoint {path}: {type(error).__name__}: {error}"
+            f"cannot load checkpoint {path}: {type(error).__name__}: "
+            f"{str(error).rstrip('.')}{offer}."
         ) from error
     expected = (cfg.model.input_shape[-1], cfg.model.num_classes)
     found = (model.input_shape[-1], model.output_shape[-1])
@@ -180,6 +196,27 @@ def run_dirs(run_dir: str | Path | list) -> list[Path]:
         if jobs:
             return sorted(jobs, key=lambda p: int(p.name))
     return [path]
+
+
+def check_run_dirs(run_dir: str | Path | list) -> list[Path]:
+    """The run folders `run_dir` names, each checked to be a training run's folder (before a
+    command makes its log folder in it).
+
+    Raises:
+        ConfigError: naming a folder that does not exist, is a file, or holds no run.
+    """
+    found = run_dirs(run_dir)
+    for path in found:
+        if not path.exists():
+            raise ConfigError(f"run_dir={path} does not exist; give the folder of a training run.")
+        if not path.is_dir():
+            raise ConfigError(f"run_dir={path} is a file; give the folder of a training run.")
+        if not (path / CONFIG_FILE).is_file():
+            raise ConfigError(
+                f"run_dir={path} holds no {CONFIG_FILE}: it is not a training run's folder (nor a "
+                "sweep's, whose runs are in numbered folders); give the folder of a training run."
+            )
+    return found
 
 
 def load_runs(run_dir: str | Path | list, checkpoint: str | None = None) -> list[Run]:

@@ -43,13 +43,28 @@ def test_the_config_of_an_older_run_is_read(trained, tmp_path):
     assert as_dict(read_run_config(copy)) == as_dict(read_run_config(run_dir))
 
 
-def test_a_corrupt_checkpoint(trained, tmp_path):
+@pytest.mark.parametrize(
+    "damage",
+    [b"PK\x03\x04 half a zip", b"", bytes(range(256)) * 4, "truncated", "folder"],
+)
+def test_a_corrupt_checkpoint_is_named_as_damaged_and_the_other_offered(trained, tmp_path, damage):
     _, run_dir, _ = trained
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
-    (copy / "checkpoints" / "last.keras").write_bytes(b"PK\x03\x04 half a zip")
-    with pytest.raises(DataError, match=f"cannot load checkpoint {copy / 'checkpoints'}"):
+    last = copy / "checkpoints" / "last.keras"
+    if damage == "truncated":
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    elif damage == "folder":
+        last.unlink()
+        last.mkdir()
+    else:
+        last.write_bytes(damage)
+    with pytest.raises(DataError) as info:
         load_run(copy, "last")
+    message = str(info.value)
+    assert str(last) in message and "not found" not in message.lower()
+    assert any(word in message for word in ("damaged", "is a folder", "cannot load"))
+    assert message.endswith("checkpoint=best.")  # the intact one, offered
 
 
 def test_a_checkpoint_of_another_model(trained, tmp_path):

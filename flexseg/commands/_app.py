@@ -77,7 +77,15 @@ def command(main: Callable[[Any, Path], Any] | None = None, *, several_processes
             outcome = Reported()
             with outcome:
                 checked.append(load_config(overrides, name))
+                if getattr(checked[0], "run_dir", None) is not None:
+                    from flexseg.runs import check_run_dirs
+
+                    # before Hydra makes <run_dir>/logs/...: a folder that is no run stays as
+                    # it was
+                    check_run_dirs(checked[0].run_dir)
                 processes = processes_of(name, checked[0], several_processes)
+                if processes.main:  # the others meet process 0 in the folder it holds
+                    refuse_a_used_run_folder(name, checked[0], overrides)
                 if processes.several and not processes.main:
                     # Process 0's Hydra makes the run folder; the others train into it, and
                     # return nothing: a console script's exit status is what `run` returns.
@@ -87,6 +95,22 @@ def command(main: Callable[[Any, Path], Any] | None = None, *, several_processes
         return app()
 
     return run
+
+
+def refuse_a_used_run_folder(name: str, cfg: Any, overrides: list[str]) -> None:
+    """A training into a `hydra.run.dir` that holds a run already is refused before Hydra
+    rewrites that run's `.hydra/` files (unless it resumes it: `trainer.resume=auto`)."""
+    given = [o.partition("=")[2] for o in overrides if o.startswith("hydra.run.dir=")]
+    trainer = getattr(cfg, "trainer", None)
+    if name not in ("train", "demo") or not given or trainer is None:
+        return
+    from flexseg.locks import refuse_if_held
+    from flexseg.runs import check_fresh
+
+    folder = Path(given[-1]).expanduser()
+    refuse_if_held(folder, "training")
+    if trainer.resume != "auto":
+        check_fresh(folder)
 
 
 def processes_of(name: str, cfg: Any, several: bool = False) -> Processes:
@@ -148,7 +172,7 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
         overrides = {
-            job.name: list(read_config(job / ".hydra" / "overrides.yaml"))
+            job.name: read_config(job / ".hydra" / "overrides.yaml", list)
             for job in sweep.iterdir()
             if (job / ".hydra" / "overrides.yaml").is_file()
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,9 @@ def typed(cfg: DictConfig) -> Any:
 
 
 def _composition_error(error: Exception, command: str) -> str:
+    quoted = _quoting_hint(error)
+    if quoted:
+        return quoted
     message = explain(error)
     try:
         schema = OmegaConf.get_type(_compose(command))  # the command's keys, for the hint
@@ -167,6 +171,31 @@ def _composition_error(error: Exception, command: str) -> str:
         keys = ", ".join(f.name for f in dataclasses.fields(schema))
         message += f"; {command} takes {keys}"
     return message
+
+
+def _quoting_hint(error: Exception) -> str | None:
+    """Hydra's grammar error for an override whose value holds a character it reserves
+    (parentheses, brackets, braces, commas, quotes, spaces, non-ASCII letters), as one line
+    that says how to quote it; None for another error."""
+    override = getattr(error, "override", None)
+    ambiguous = re.match(r"Ambiguous value for argument '(.+?)'\n", str(error))
+    if ambiguous:  # a comma: a list, a sweep or a string?
+        override, why = ambiguous.group(1), "holds a comma (a list is key=[a,b]; a sweep, -m)"
+    elif type(error).__name__ == "OverrideParseException" and isinstance(override, str):
+        why = (
+            "holds a character Hydra's grammar reserves (( ) [ ] { } , = quotes, spaces or "
+            "letters beyond ASCII)"
+        )
+    else:
+        return None
+    key, equals, value = override.partition("=")
+    if not equals:
+        return f"cannot read the override {override!r}: write it as key=value"
+    inner = value.replace("\\", "\\\\").replace("'", "\\'")
+    return (
+        f"cannot read the override {override!r}: its value {why}; as one string, quote the "
+        f"value, in the shell as \"{key}='{inner}'\""
+    )
 
 
 def explain(error: Exception) -> str:

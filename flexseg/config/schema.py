@@ -93,6 +93,50 @@ def _intensity_rows(value) -> bool:
     return bool(rows) and all(len(r) == 4 and r[0] < r[1] and r[3] > 0 for r in rows)
 
 
+SEED_MAX = 2**32 - 1  # NumPy's seeds
+
+
+def _seed(default: int | None) -> Any:
+    return rule(
+        default, lambda n: n is None or 0 <= n <= SEED_MAX, f"an integer from 0 to {SEED_MAX}"
+    )
+
+
+def _group_regex(value) -> bool:
+    """null, or a regular expression with a capture group (the patient id)."""
+    if value is None:
+        return True
+    try:
+        return re.compile(value).groups >= 1
+    except (re.error, TypeError):
+        return False
+
+
+REGEX_WANTED = "a regular expression with a capture group for the patient id, e.g. '^(p\\d+)_'"
+
+
+def _paths(value, optional: bool = False, several: bool = False) -> bool:
+    """A path (or, where `several`, a non-empty list of them; null where `optional`), never an
+    empty value, as an unset shell variable gives (`input=$SCANS`)."""
+    if value is None:
+        return optional
+    if several and isinstance(value, (list, tuple)):
+        return bool(value) and all(_paths(v) for v in value)
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _path(default: Any, optional: bool = False, several: bool = False) -> Any:
+    wanted = (
+        "a path" + (" or a list of paths" if several else "") + (" or null" if optional else "")
+    )
+    test = functools.partial(_paths, optional=optional, several=several)
+    return rule(default, test, f"{wanted}, not empty")
+
+
+def _positive_or_null(value) -> bool:
+    return value is None or value > 0
+
+
 def _compile_cache() -> Any:
     return rule("auto", lambda v: bool(v.strip()), "auto, none or a folder")
 
@@ -108,7 +152,7 @@ class SplitConfig(Section):
     fractions: dict[str, float] | None = field(default_factory=dict)
     # Share of each training group's slices held out (as one contiguous block) for validation.
     holdout_fraction: float = rule(SplitRule.holdout_fraction, _fraction(False, True), "in [0, 1)")
-    seed: int | None = None  # defaults to the run's seed
+    seed: int | None = _seed(None)  # defaults to the run's seed
     # Cross-validation by patient: the groups outside test are dealt into `folds` seeded folds
     # and fold `fold` validates; flexseg-train -m dataset.split.fold=0,1,2,3,4 runs them all.
     folds: int | None = rule(None, lambda n: n is None or n >= 2, ">= 2 or null")
@@ -119,20 +163,23 @@ class SplitConfig(Section):
 class DatasetConfig(Section):
     KEY: ClassVar[str] = "dataset"
     name: str = MISSING  # names the output folder: outputs/<name>/<time>
-    root: str = MISSING  # the data set's folder
+    root: str = _path(MISSING)  # the data set's folder
     # how the folder is laid out: flat (images/ + masks/ and a split rule), splits
     # (train/valid/test folders), nnunet or msd (volumes); auto tells them apart
     layout: str = choice(Source.layout, LAYOUTS)
     images_dir: str = Source.images_dir  # the images' folder under root (or a split folder)
     masks_dir: str = Source.masks_dir  # the masks' folder, beside images_dir
     mask_suffix: str = Source.mask_suffix  # a mask's name is <image stem><suffix>.<any ext>
-    group_regex: str | None = None  # first capture group = the patient id of a file name
+    # first capture group = the patient id of a file name
+    group_regex: str | None = rule(None, _group_regex, REGEX_WANTED)
     split: SplitConfig = field(default_factory=SplitConfig)
     # classes of the masks, background (id 0) included
     num_classes: int = rule(2, lambda n: n >= 2, ">= 2 (the background is a class)")
     class_names: list[str] | None = None  # one per class, in id order; None: class_<id>
     rgb_map: Any = None  # [{name, color: [r, g, b], id}] or {"(r, g, b)": id}; None: id masks
-    color_tolerance: float = 10.0  # farthest an RGB mask colour may lie from a map colour
+    color_tolerance: float = rule(
+        10.0, lambda v: v >= 0, ">= 0"
+    )  # farthest an RGB mask colour may lie from a map colour
     # 2D files: 1 reads gray, 3 RGB; volumes: the channels of a case (nnU-Net's channel
     # files, a Decathlon image's fourth axis)
     channels: int = rule(ReadSpec.channels, lambda n: n >= 1, ">= 1")
@@ -177,7 +224,9 @@ class DatasetConfig(Section):
     # decode and size every sample once: none | memory (shared by the loader processes, for
     # one run) | disk (a folder under cache_dir, reused while the files and settings stay)
     cache: str = choice("none", CACHE_KINDS)
-    cache_dir: str | None = None  # the disk cache's parent folder; None: ~/.cache/flexseg/data
+    cache_dir: str | None = _path(
+        None, True
+    )  # the disk cache's folder; None: ~/.cache/flexseg/data
     # Files whose header declares more pixels are refused before decoding (2**28: 16k x 16k).
     max_pixels: int = rule(MAX_PIXELS, lambda n: n >= 1, ">= 1")
     # Volumes whose header declares more voxels (all channels) are refused (2**30: 1024^3).
@@ -201,16 +250,16 @@ class AugmentConfig(Section):
 class ReduceLRConfig(Section):
     KEY: ClassVar[str] = "trainer.reduce_lr"
     enabled: bool = True  # lower the learning rate when the monitored value stops improving
-    factor: float = 0.5  # the learning rate is multiplied by this
-    patience: int = 5  # epochs without improvement before it is lowered
-    min_lr: float = 1e-6  # never below this
+    factor: float = rule(0.5, lambda v: 0 < v < 1, "between 0 and 1")  # the rate times this
+    patience: int = rule(5, lambda n: n >= 0, ">= 0")  # epochs without improvement first
+    min_lr: float = rule(1e-6, lambda v: v >= 0, ">= 0")  # never below this
 
 
 @dataclass
 class EarlyStoppingConfig(Section):
     KEY: ClassVar[str] = "trainer.early_stopping"
     enabled: bool = True  # stop when the monitored value stops improving
-    patience: int = 15  # epochs without improvement before training stops
+    patience: int = rule(15, lambda n: n >= 0, ">= 0")  # epochs without improvement first
     restore_best: bool = True  # end with the best epoch's weights
 
 
@@ -238,21 +287,25 @@ class TrainerConfig(Section):
     epochs: int = rule(50, lambda n: n >= 1, ">= 1")  # passes over the training samples
     # samples a step, over all devices and processes together
     batch_size: int = rule(8, lambda n: n >= 1, ">= 1")
-    learning_rate: float = 1e-3  # the start (after warm-up) of the schedule
+    learning_rate: float = rule(1e-3, lambda v: v > 0, "> 0")  # the schedule's start
     optimizer: str = choice("adam", OPTIMIZERS)  # adamw adds decoupled weight decay
-    weight_decay: float = 1e-4  # adamw only
-    clipnorm: float | None = None  # each gradient's norm clipped to this; None: not clipped
+    weight_decay: float = rule(1e-4, lambda v: v >= 0, ">= 0")  # adamw only
+    # each gradient's norm clipped to this; None: not clipped
+    clipnorm: float | None = rule(None, _positive_or_null, "> 0 or null")
     # the learning rate over the epochs: constant (the plateau reducer may lower it), cosine
     # (decays to reduce_lr.min_lr by the last epoch, or by max_minutes) or step
     schedule: str = choice("constant", SCHEDULES)
-    warmup_epochs: int = 0  # epochs whose learning rate rises linearly to learning_rate
-    step_epochs: int = 30  # step schedule: multiply by step_gamma every step_epochs
-    step_gamma: float = 0.1  # step schedule: the factor
+    # epochs whose learning rate rises linearly to learning_rate
+    warmup_epochs: int = rule(0, lambda n: n >= 0, ">= 0")
+    # step schedule: multiply by step_gamma every step_epochs
+    step_epochs: int = rule(30, lambda n: n >= 1, ">= 1")
+    step_gamma: float = rule(0.1, lambda v: v > 0, "> 0")  # step schedule: the factor
     reduce_lr: ReduceLRConfig = field(default_factory=ReduceLRConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     # the logged value that picks the best checkpoint and drives reduce_lr and early_stopping
     monitor: str = "val_fg_dice"
-    steps_per_epoch: int | None = None  # batches an epoch; None: the whole training set
+    # batches an epoch; None: the whole training set
+    steps_per_epoch: int | None = rule(None, _positive_or_null, ">= 1 or null")
     drop_remainder: bool = True  # training: leave out an epoch's last, smaller batch
     # training: oversample slices with foreground to this share of an epoch
     foreground_fraction: float | None = rule(None, _fraction(True, False), "in (0, 1] or null")
@@ -266,7 +319,8 @@ class TrainerConfig(Section):
     small_lesion_pixels: int | None = rule(None, lambda n: n is None or n >= 1, ">= 1 or null")
     small_lesion_repeats: int = rule(3, lambda n: n >= 1, ">= 1")  # see small_lesion_pixels
     select_checkpoint: str = choice("best", CHECKPOINTS)  # what evaluate / infer use
-    preview_images: int = 6  # fixed validation images predicted after every epoch
+    # fixed validation images predicted after every epoch
+    preview_images: int = rule(6, lambda n: n >= 0, ">= 0")
     # loader worker processes: auto (the cores this process may use, minus one) or a count;
     # 0 loads in the training process
     workers: Any = rule(
@@ -285,8 +339,11 @@ class TrainerConfig(Section):
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     # auto: measured per device (backend.auto_precision)
     precision: str = choice("float32", PRECISIONS)
-    verbose: int = 1  # Keras' fit: 0 silent, 1 a progress bar, 2 one line an epoch
-    max_minutes: float | None = None  # stop after the epoch that passes this wall time
+    # 0: silent; 1: a progress bar on a terminal, one plain line an epoch elsewhere (a log
+    # file, a SLURM job); 2: the plain line on a terminal too
+    verbose: int = rule(1, lambda n: n in (0, 1, 2), "0, 1 or 2")
+    # stop after the epoch that passes this wall time
+    max_minutes: float | None = rule(None, _positive_or_null, "> 0 or null")
     resume: str = choice("never", RESUMES)  # auto: continue the run folder after its last epoch
 
 
@@ -394,7 +451,7 @@ class TrainConfig(Section):
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    seed: int = 0  # seeds shuffling, augmentation and weight initialisation
+    seed: int = _seed(0)  # seeds shuffling, augmentation and weight initialisation
     # auto: after training, choose the post-processing (small components removed, or the
     # largest kept) on the valid split; kept only if it raises validation Dice
     postprocess: str = choice("none", ("none", "auto"))
@@ -439,7 +496,7 @@ class TrainConfig(Section):
 class PreviewAugmentConfig(TrainConfig):
     """`flexseg-preview-augment`: the training config and how many samples to draw."""
 
-    preview_samples: int = 16  # augmented samples drawn into the preview
+    preview_samples: int = rule(16, lambda n: n >= 1, ">= 1")  # samples drawn into it
 
 
 @dataclass
@@ -447,7 +504,7 @@ class StatsConfig(Section):
     """`flexseg-stats`: a dataset's statistics."""
 
     dataset: DatasetConfig = MISSING
-    seed: int = 0  # seeds the split by fractions
+    seed: int = _seed(0)  # seeds the split by fractions
 
 
 PLAN_DEVICES = ("auto", "cpu", "gpu")
@@ -471,7 +528,7 @@ class PlanningConfig(Section):
     refresh: bool = False  # compute the fingerprint again, even when a cached one matches
     # where fingerprints are kept, by a key of the files and settings; None:
     # ~/.cache/flexseg/fingerprints
-    cache_dir: str | None = None
+    cache_dir: str | None = _path(None, True)
     # the experiment file's name (<run folder>/experiment/<name>.yaml); None: <dataset.name>_plan
     name: str | None = rule(
         None, lambda v: v is None or re.fullmatch(r"[A-Za-z0-9_.-]+", v), "letters, digits, _ . -"
@@ -485,7 +542,7 @@ class PlanConfig(Section):
 
     dataset: DatasetConfig = MISSING
     plan: PlanningConfig = field(default_factory=PlanningConfig)
-    seed: int = 0  # seeds the split by fractions (as the planned training's seed)
+    seed: int = _seed(0)  # seeds the split by fractions (as the planned training's seed)
 
 
 @dataclass
@@ -493,13 +550,14 @@ class LabelledDataConfig(Section):
     """New labelled images to score a run on, read with the run's preprocessing."""
 
     KEY: ClassVar[str] = "data"
-    root: str | None = None  # a folder of images_dir/ + masks_dir/; None: the run's own split
+    # a folder of images_dir/ + masks_dir/; None: the run's own split
+    root: str | None = _path(None, True)
     name: str | None = None  # results go to <run_dir>/evaluation/<name>/; default: root's name
     images_dir: str = "images"  # the images' folder under root
     masks_dir: str = "masks"  # the masks' folder under root
     mask_suffix: str = ""  # a mask's name is <image stem><suffix>.<any ext>
     # first capture group = the patient id; default: the run's dataset.group_regex
-    group_regex: str | None = None
+    group_regex: str | None = rule(None, _group_regex, REGEX_WANTED)
 
 
 @dataclass
@@ -508,7 +566,7 @@ class EvaluateConfig(Section):
     data (`data.root`)."""
 
     # a training run's folder; or several ([a,b,c], or a sweep's folder): their ensemble
-    run_dir: Any = MISSING
+    run_dir: Any = _path(MISSING, several=True)
     split: str = choice("test", SPLITS)  # the run's split to score
     data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
     checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
@@ -533,9 +591,10 @@ class InferConfig(Section):
     """`flexseg-infer`: a training run's predictions for new images."""
 
     # a training run's folder; or several ([a,b,c], or a sweep's folder): their ensemble
-    run_dir: Any = MISSING
-    input: Any = MISSING  # an image, a folder, a text file listing images, or a list of images
-    output: str | None = None  # default: <run_dir>/predictions
+    run_dir: Any = _path(MISSING, several=True)
+    # an image, a folder, a text file listing images, or a list of images
+    input: Any = _path(MISSING, several=True)
+    output: str | None = _path(None, True)  # default: <run_dir>/predictions
     # replace files flexseg-infer wrote there before
     overwrite: bool = False
     # test-time augmentation: the mean of the image's and its mirrors' predictions
@@ -553,9 +612,9 @@ class InferConfig(Section):
 class ExportConfig(Section):
     """`flexseg-export`: a training run's checkpoint in a deployable format, checked."""
 
-    run_dir: str = MISSING  # the folder of a training run
+    run_dir: str = _path(MISSING)  # the folder of a training run
     format: str = choice("onnx", EXPORT_FORMATS)  # what to write
-    output: str | None = None  # default: <run_dir>/export/<format>
+    output: str | None = _path(None, True)  # default: <run_dir>/export/<format>
     overwrite: bool = False  # replace an earlier export (only once the new one passed its check)
     checkpoint: str | None = choice(None, (None, *CHECKPOINTS))  # None: the run's choice
     # largest difference of a class probability, exported model vs Keras model

@@ -9,10 +9,19 @@ from flexseg.errors import ConfigError
 
 
 def import_target(target: str) -> Any:
-    """The object a dotted path such as `flexseg.models.FlexUNet` names."""
-    if not isinstance(target, str) or "." not in target:
+    """The model class a dotted path such as `flexseg.models.FlexUNet` names.
+
+    Only the classes of `flexseg.models.MODELS` are taken, and the path is checked before
+    anything is imported: a config file (a run's `config.yaml`, an experiment) is data, and
+    naming a module in it must not run that module's code.
+    """
+    from flexseg.models import MODELS  # the registry only: no model module is imported yet
+
+    if not isinstance(target, str) or target not in MODELS.values():
         raise ConfigError(
-            f"`_target_` must be a dotted path such as flexseg.models.FlexUNet: {target!r}"
+            f"`_target_` {target!r} is not one of flexseg's models "
+            f"({', '.join(sorted(MODELS.values()))}); a config names a model by one of these "
+            "paths (a new model class is added to flexseg.models.MODELS)."
         )
     module_name, _, attr = target.rpartition(".")
     try:

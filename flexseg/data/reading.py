@@ -120,11 +120,19 @@ def read_image(
 
     Raises:
         DataError: the file is missing, not a file, empty, truncated, corrupt, not an image,
-            or larger than `max_pixels`; or it has no place `index`.
+            larger than `max_pixels`, or holds NaN or infinite pixels; or it has no place
+            `index`.
     """
     path = Path(path)
     data, header = read_checked(path, max_pixels, "image")
     image = in_place(readers.by_name(header.format).image(data, header, path), index, path)
+    if image.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(image)))
+        if bad:  # it would make every probability NaN, and the mask all background
+            raise DataError(
+                f"image {path} has {bad:,} NaN or infinite pixel(s); fill them (e.g. with 0) "
+                "or remove the file."
+            )
     return image if channels is None else convert_channels(image, channels, path)
 
 

@@ -120,7 +120,7 @@ def given_dataset(run_dir: Path | None, cfg: PlanConfig) -> tuple[str, dict]:
     the command line set, with its value, as the experiment file must repeat them."""
     overrides = []
     if run_dir is not None and (run_dir / ".hydra" / "overrides.yaml").is_file():
-        overrides = read_config(run_dir / ".hydra" / "overrides.yaml") or []
+        overrides = read_config(run_dir / ".hydra" / "overrides.yaml", list)
     option = "folder"
     keys: dict[str, object] = {"root": str(Path(cfg.dataset.root).expanduser().resolve())}
     for item in overrides:

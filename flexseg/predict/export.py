@@ -97,8 +97,18 @@ def export(cfg: ExportConfig | Mapping) -> dict:
     _require(BACKEND_PACKAGES[writer], f"flexseg[{writer}]", f"writing format={cfg.format}")
     _require(*RUNTIME_PACKAGES[cfg.format], f"checking format={cfg.format}")
     final = Path(cfg.output) if cfg.output else run.run_dir / "export" / cfg.format
-    if final.exists() and not cfg.overwrite:
-        raise DataError(f"{final} exists already; choose another output=... or set overwrite=true.")
+    if final.exists() or final.is_symlink():
+        if not cfg.overwrite:
+            raise DataError(
+                f"{final} exists already; choose another output=... or set overwrite=true."
+            )
+        foreign = _not_an_export(final)
+        if foreign:
+            raise DataError(
+                f"{final} is not an export flexseg-export wrote ({foreign}); overwrite=true "
+                "replaces only an earlier export, so nothing was exported: choose another "
+                "output=..."
+            )
     made_parent = not final.parent.exists()
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
@@ -507,6 +517,24 @@ def _version(package: str) -> str:
 
 def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+# What an export folder holds: one of the model files, preprocessing.json and model_card.md.
+EXPORT_FILES = {*MODEL_FILES.values(), "preprocessing.json", "model_card.md"}
+
+
+def _not_an_export(folder: Path) -> str:
+    """Why `folder` is not an earlier export that overwrite=true may replace (a file, a link,
+    a folder with files flexseg-export does not write), or '' when it is one."""
+    if folder.is_symlink() or not folder.is_dir():
+        return "it is a file or a link, not a folder"
+    names = sorted(entry.name for entry in folder.iterdir())
+    others = [name for name in names if name not in EXPORT_FILES]
+    if others:
+        return f"it holds {', '.join(others[:5])}" + (" ..." if len(others) > 5 else "")
+    if "preprocessing.json" not in names:
+        return "it has no preprocessing.json"
+    return ""
 
 
 def _replace(staging: Path, final: Path) -> None:

@@ -15,6 +15,7 @@ from flexseg.errors import DataError, PreflightError
 from flexseg.from_config import colormap_of, read_spec
 from flexseg.models.inference import inference_dtype
 from flexseg.predict.ensembles import predictor_of, rule_of
+from flexseg.predict.outputs import OutputFolder, identity_of
 from flexseg.predict.reading import find_inputs
 from flexseg.predict.volumes import input_cases, predict_volumes
 from flexseg.predict.writers import predict_files
@@ -46,6 +47,13 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
     images = find_inputs(cfg.input)
     predictor = predictor_of(runs, spec, cfg.tta, cfg.batch_size, inference_dtype(cfg.precision))
     output = Path(cfg.output) if cfg.output else results_dir(runs) / "predictions"
+    identity = identity_of(
+        runs, tta=cfg.tta, precision=cfg.precision, rule=rule_of(runs),
+        save_probabilities=cfg.save_probabilities,
+    )  # fmt: skip
+    out = OutputFolder(
+        output, identity, dataset_folders(runs), {p.parent for p in images}, cfg.overwrite
+    )
     if any(readers.is_volume(path) for path in images):
         cases = input_cases(images, dataset.channels)
         problems = input_problems([p for case in cases for p in case.images], spec)
@@ -54,9 +62,10 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
         axis = volumes.slice_axis(
             dataset.slice_axis, [volumes.geometry(case.images[0]).spacing for case in cases]
         )
-        return predict_volumes(
-            predictor, cases, output, axis, cfg.overwrite, cfg.save_probabilities, rule_of(runs)
-        )
+        with out:
+            return predict_volumes(
+                predictor, cases, out, axis, cfg.save_probabilities, rule_of(runs)
+            )
     problems = input_problems(images, spec)
     if problems:
         raise PreflightError(problems, "nothing was predicted")
@@ -69,13 +78,26 @@ def infer(cfg: InferConfig | Mapping) -> list[dict[str, Path]]:
         except DataError:
             groups[path] = path.stem  # a file of no known group is its own group
     colormap = colormap_of(dataset) or ColorMap.default(dataset.num_classes)
-    return predict_files(
-        predictor,
-        images,
-        output,
-        colormap,
-        groups,
-        overwrite=cfg.overwrite,
-        save_probabilities=cfg.save_probabilities,
-        rule=rule_of(runs),
-    )
+    with out:
+        return predict_files(
+            predictor,
+            images,
+            out,
+            colormap,
+            groups,
+            save_probabilities=cfg.save_probabilities,
+            rule=rule_of(runs),
+        )
+
+
+def dataset_folders(runs) -> set[Path]:
+    """The image and mask folders of each run's data set (its split folders' too), which
+    predictions must stay out of."""
+    folders = set()
+    for run in runs:
+        dataset = run.cfg.dataset
+        root = Path(dataset.root).expanduser()
+        for base in (root, *(root / split for split in ("train", "valid", "test"))):
+            folders |= {base / dataset.images_dir, base / dataset.masks_dir}
+        folders |= {root / name for name in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")}
+    return folders

@@ -16,10 +16,10 @@ from flexseg.data.reading import read_sample
 from flexseg.data.sources import Sample
 from flexseg.errors import DataError
 from flexseg.models.windows import window_count
+from flexseg.predict.outputs import OutputFolder
 from flexseg.predict.postprocess import NONE, classes
 from flexseg.predict.predictor import Predictor
 from flexseg.predict.reading import read_ahead
-from flexseg.predict.writers import make_room
 from flexseg.progress import progress_bar
 
 
@@ -67,9 +67,8 @@ def output_paths(case: str, output: Path, save_probabilities: bool) -> dict[str,
 def predict_volumes(
     predictor: Predictor,
     cases: Sequence[Case],
-    output: str | Path,
+    out: OutputFolder,
     axis: int,
-    overwrite: bool = False,
     save_probabilities: bool = False,
     rule: Mapping = NONE,
 ) -> list[dict[str, Path]]:
@@ -79,14 +78,18 @@ def predict_volumes(
     predicted (before the post-processing `rule`, which makes each slice's class ids).
 
     Memory holds one case's class ids (and probabilities when saved) and the slices in
-    flight. Nothing is written if any target file exists and `overwrite` is False.
+    flight. The files go into the output folder `out` (`flexseg.predict.outputs`: only its
+    own files replaced, each whole or not at all, a rerun finishing an interrupted one).
     """
-    output = Path(output)
-    plan = {case.name: output_paths(case.name, output, save_probabilities) for case in cases}
-    make_room(plan, overwrite)
+    plan = {case.name: output_paths(case.name, out.folder, save_probabilities) for case in cases}
+    todo = set(out.plan(plan))
+    if out.skipped:
+        print(f"{out.skipped} of {len(plan)} case(s) were predicted before: the rest follow")
+    every = list(plan.values())
+    cases = [case for case in cases if case.name in todo]
     if predictor.spatial_dims == 3:
-        _predict_whole(predictor, cases, plan, save_probabilities, rule)
-        return [plan[case.name] for case in cases]
+        _predict_whole(predictor, cases, plan, out, save_probabilities, rule)
+        return every
     spec = predictor.spec
     shapes = {
         case.name: volumes.geometry(case.images[0], "image", spec.max_voxels).shape
@@ -118,16 +121,17 @@ def predict_volumes(
                         probs_volume = np.zeros((*shape, probs.shape[-1]), np.float32)
                     _place(probs_volume, axis, index, probs)
                 progress.add(1)
-            pending.append(writer.submit(_write, plan[case.name], labels, probs_volume, image))
+            pending.append(writer.submit(_write, out, plan[case.name], labels, probs_volume, image))
         for future in pending:
             future.result()
-    return [plan[case.name] for case in cases]
+    return every
 
 
 def _predict_whole(
     predictor: Predictor,
     cases: Sequence[Case],
     plan: Mapping[str, dict[str, Path]],
+    out: OutputFolder,
     save_probabilities: bool,
     rule: Mapping,
 ) -> None:
@@ -152,7 +156,9 @@ def _predict_whole(
             probs = predictor.predict_volume(raw, progress=progress)
             labels = classes(probs, rule).astype(np.uint8)
             kept = probs if save_probabilities else None
-            pending.append(writer.submit(_write, plan[sample.case], labels, kept, sample.image))
+            pending.append(
+                writer.submit(_write, out, plan[sample.case], labels, kept, sample.image)
+            )
         for future in pending:
             future.result()
 
@@ -163,7 +169,10 @@ def _place(volume: np.ndarray, axis: int, index: int, values: np.ndarray) -> Non
     volume[tuple(where)] = values
 
 
-def _write(paths: dict[str, Path], labels: np.ndarray, probs, like: Path) -> None:
-    volumes.write_labels(paths["mask"], labels, like)
+def _write(out: OutputFolder, paths: dict[str, Path], labels: np.ndarray, probs, like: Path):
+    out.write(paths["mask"], lambda tmp: volumes.write_labels(tmp, labels, like))
     if probs is not None:
-        volumes.write_labels(paths["probabilities"], probs, like, probabilities=True)
+        out.write(
+            paths["probabilities"],
+            lambda tmp: volumes.write_labels(tmp, probs, like, probabilities=True),
+        )

@@ -15,6 +15,7 @@ from flexseg.data.reading import read_image
 from flexseg.data.sources import by_group
 from flexseg.errors import DataError
 from flexseg.plots import overlay
+from flexseg.predict.outputs import OutputFolder, write_bytes
 from flexseg.predict.postprocess import NONE, classes
 from flexseg.predict.predictor import Predictor
 from flexseg.predict.reading import grouped_reads
@@ -32,50 +33,39 @@ def output_paths(image: Path, output: Path, save_probabilities: bool) -> dict[st
     return paths
 
 
-def make_room(plan: Mapping[object, Mapping[str, Path]], overwrite: bool) -> None:
-    """Makes the folders of every planned file, once no planned file exists (or `overwrite`).
-
-    Raises:
-        DataError: a planned file exists and `overwrite` is False; nothing is made then.
-    """
-    existing = [str(p) for paths in plan.values() for p in paths.values() if p.exists()]
-    if existing and not overwrite:
-        raise DataError(
-            f"{len(existing)} prediction file(s) exist already, e.g. {existing[0]}; choose "
-            "another output folder or set overwrite=true."
-        )
-    for folder in {p.parent for paths in plan.values() for p in paths.values()}:
-        folder.mkdir(parents=True, exist_ok=True)
-
-
 def predict_files(
     predictor: Predictor,
     images: Sequence[Path],
-    output: str | Path,
+    out: OutputFolder,
     colormap: ColorMap,
     groups: Mapping[Path, str] | None = None,
-    overwrite: bool = False,
     save_probabilities: bool = False,
     rule: Mapping = NONE,
 ) -> list[dict[str, Path]]:
     """Predicts every image and writes its palette mask, overlay and optional probabilities
-    (masks and overlays after the post-processing `rule`, probabilities as predicted).
+    (masks and overlays after the post-processing `rule`, probabilities as predicted) into
+    the output folder `out` (`flexseg.predict.outputs`: only its own files replaced, each
+    file whole or not at all, a rerun finishing what an interrupted one left).
 
     Each file is read once; with `group_zscore` the images of a group (`groups`, default each
-    image its own) are read together and share the statistics computed from them. Reading,
-    the forward passes and writing overlap. Nothing is written if any target file exists and
-    `overwrite` is False.
+    image its own) are read together and share the statistics computed from them (a rerun
+    predicts the whole group of an image still to do). Reading, the forward passes and
+    writing overlap.
 
     Returns:
-        The written paths of each image.
+        The paths of each image's files.
     """
-    output = Path(output)
-    plan = {p: output_paths(p, output, save_probabilities) for p in images}
+    plan = {p: output_paths(p, out.folder, save_probabilities) for p in images}
     stems = [p.stem for p in images]
     clashes = sorted({s for s in stems if stems.count(s) > 1})
     if clashes:
         raise DataError(f"several input images share the name(s) {clashes}; rename them.")
-    make_room(plan, overwrite)
+    group = (groups or {p: p.stem for p in images}).__getitem__
+    todo = set(out.plan(plan))
+    open_groups = {group(p) for p in todo}
+    images = [p for p in images if group(p) in open_groups]
+    if out.skipped:
+        print(f"{out.skipped} of {len(plan)} image(s) were predicted before: the rest follow")
 
     def read(path: Path) -> np.ndarray:
         # Converted to the model's channels, with a warning, if need be.
@@ -83,12 +73,13 @@ def predict_files(
 
     def write(paths: dict[str, Path], raw: np.ndarray, probs: np.ndarray) -> None:
         index = classes(probs, rule)
-        write_palette_png(paths["mask"], index, colormap)
-        cv2.imwrite(str(paths["overlay"]), cv2.cvtColor(overlay(raw, index), cv2.COLOR_RGB2BGR))
+        out.write(paths["mask"], lambda tmp: write_palette_png(tmp, index, colormap))
+        picture = cv2.cvtColor(overlay(raw, index), cv2.COLOR_RGB2BGR)
+        out.write(paths["overlay"], lambda tmp: _write_png(tmp, picture))
         if save_probabilities:
-            np.save(paths["probabilities"], probs.astype(np.float16))
+            out.write(paths["probabilities"], lambda tmp: np.save(tmp, probs.astype(np.float16)))
 
-    members = by_group(images, (groups or {p: p.stem for p in images}).__getitem__)
+    members = by_group(images, group)
     reads = grouped_reads(members, read, predictor.spec)
     progress = progress_bar(len(images), "predicting")
     with ThreadPoolExecutor(1) as writer:
@@ -102,4 +93,12 @@ def predict_files(
             progress.add(1)
         for future in pending:
             future.result()
-    return [plan[p] for p in images]
+    return list(plan.values())
+
+
+def _write_png(path: Path, picture: np.ndarray) -> None:
+    """A PNG through OpenCV's encoder, its result checked (`imwrite` only returns False)."""
+    ok, data = cv2.imencode(".png", picture)
+    if not ok:
+        raise DataError(f"OpenCV could not encode {path.name} as PNG")
+    write_bytes(path, data.tobytes())

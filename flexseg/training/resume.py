@@ -14,6 +14,7 @@ import io
 import json
 import os
 import signal
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import keras
 import numpy as np
 
 from flexseg import backend
-from flexseg.errors import PreemptedError
+from flexseg.errors import DataError, PreemptedError
 
 RESUME_FILE = "resume.npz"
 # SLURM's `--signal` (USR1 by hand, USR2 from submitit) and the TERM of a preemption.
@@ -133,9 +134,16 @@ def read_resume_state(folder: str | Path) -> tuple[dict, dict[str, np.ndarray]] 
     path = Path(folder) / RESUME_FILE
     if not path.is_file():
         return None
-    with np.load(path) as data:
-        arrays = {k: data[k] for k in data.files}
-    return json.loads(str(arrays.pop("meta"))), arrays
+    try:
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        return json.loads(str(arrays.pop("meta"))), arrays
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(
+            f"the resume state {path} is damaged ({type(error).__name__}: {error}); the run "
+            "cannot go on from it: train into a new folder (its best.keras and last.keras "
+            "beside it are left as they are)."
+        ) from error
 
 
 def restore_model(model: keras.Model, arrays: dict[str, np.ndarray]) -> None:

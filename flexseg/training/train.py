@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -13,6 +14,7 @@ from flexseg.config.files import save_config
 from flexseg.config.parse import as_dict, parse
 from flexseg.config.schema import TrainConfig
 from flexseg.errors import DataError, PreemptedError, TrainingError
+from flexseg.locks import FolderLock
 from flexseg.metrics import segmentation_metrics
 from flexseg.runs import CHECKPOINTS, CONFIG_FILE, check_fresh, check_same_config, new_run_dir
 from flexseg.training.callbacks import (
@@ -20,6 +22,7 @@ from flexseg.training.callbacks import (
     HistoryFiles,
     StopOnNonFinite,
     build_callbacks,
+    plain_lines,
 )
 from flexseg.training.distributed import Group
 from flexseg.training.logs import MLflowLog, TensorBoardLog
@@ -61,12 +64,15 @@ def train(cfg: TrainConfig | Mapping, run_dir: str | Path | None = None) -> dict
         distribution_scope(setup.distribution, cfg.trainer, processes) as group,
     ):
         run_dir = group.shared_path(Path(run_dir or new_run_dir(cfg)))  # process 0's
-        summary = _train(cfg, run_dir, setup, group)
+        with contextlib.ExitStack() as held:  # the run folder's lock, once it is made
+            summary = _train(cfg, run_dir, setup, group, held)
     backend.leave_processes()
     return summary
 
 
-def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, group: Group) -> dict:
+def _train(
+    cfg: TrainConfig, run_dir: Path, setup: Setup, group: Group, held: contextlib.ExitStack
+) -> dict:
     trainer = cfg.trainer
     restored = None
     if trainer.resume == "auto":
@@ -82,6 +88,9 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, group: Group) -> dict:
     if group.main:
         log.info("plan:\n%s", plan.describe())
         run_dir.mkdir(parents=True, exist_ok=True)
+        held.enter_context(FolderLock(run_dir, "training"))  # a second training is refused
+        if restored is None:
+            check_fresh(run_dir)  # again, now that no other training can start here
     if restored is None and group.main:
         save_config(as_dict(cfg), run_dir / CONFIG_FILE)
 
@@ -107,6 +116,7 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, group: Group) -> dict:
     callbacks.append(StopOnSignal(run_dir, lambda received: group.soon(received, "signal")))
     callbacks.append(ResumeState(run_dir / CHECKPOINTS, list(callbacks), restored, group.main))
     loggers = [c for c in callbacks if isinstance(c, (TensorBoardLog, MLflowLog))]
+    plain = plain_lines(trainer.verbose)
     start = time.monotonic()
     try:
         model.fit(
@@ -117,7 +127,8 @@ def _train(cfg: TrainConfig, run_dir: Path, setup: Setup, group: Group) -> dict:
             steps_per_epoch=trainer.steps_per_epoch,
             callbacks=callbacks,
             shuffle=False,  # the dataset shuffles itself, the same on every backend
-            verbose=trainer.verbose if group.main else 0,
+            # Keras' bar on a terminal; elsewhere the plain lines of callbacks.EpochLine
+            verbose=1 if group.main and trainer.verbose and not plain else 0,
         )
     except BaseException as error:
         for logger in loggers:

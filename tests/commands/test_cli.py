@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 
 import nibabel as nib
 import numpy as np
@@ -249,3 +250,53 @@ def test_a_submitit_local_job_trains(tmp_path):
     sweep = multirun(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
     assert (sweep / "0" / "checkpoints" / "best.keras").is_file()
     assert list((sweep / ".submitit").glob("*/*_result.pkl"))  # submitit ran it
+
+
+def test_evaluate_and_infer_into_a_log_file_print_no_bar_and_end_with_one_line(trained, tmp_path):
+    """stdout is a pipe here, as a log file is: no carriage return or escape code, and the
+    last line sums the command up."""
+    root, run_dir, _ = trained
+    evaluated = run_cli("evaluate", f"run_dir={run_dir}", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    inferred = run_cli(
+        "infer", f"run_dir={run_dir}", f"input={root / 'images'}", f"output={tmp_path / 'p'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert inferred.returncode == 0, inferred.stderr[-2000:]
+    for result in (evaluated, inferred):
+        assert "\r" not in result.stdout and "\x1b" not in result.stdout
+    last = evaluated.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"fg_dice_volume=\d\.\d{4} split=test images=\d+ written_to=\S+", last)
+    assert inferred.stdout.strip().splitlines()[-1].startswith("predicted 18 image(s) into ")
+
+
+@pytest.mark.once
+@pytest.mark.parametrize(
+    ("run_dir", "message"),
+    [("notarun", "holds no config.yaml: it is not a training run's folder"),
+     ("missing", "run_dir=missing does not exist"),
+     ("afile", "run_dir=afile is a file"),
+     ("", "run_dir must be a path or a list of paths, not empty")],
+)  # fmt: skip
+def test_a_run_dir_that_is_no_run_is_one_line_and_nothing_is_made_in_it(tmp_path, run_dir, message):
+    (tmp_path / "notarun").mkdir()
+    (tmp_path / "notarun" / "notes.txt").write_text("mine")
+    (tmp_path / "afile").write_text("x")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = run_cli("infer", f"run_dir={run_dir}", "input=scans", cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.once
+def test_a_training_into_a_used_run_folder_leaves_it_as_it_was(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("the earlier run's config\n")
+    (run / "history.csv").write_text("epoch,loss\n0,1.0\n")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = run_cli("train", f"hydra.run.dir={run}", "trainer.epochs=1", cwd=tmp_path)
+    assert result.returncode == 2 and "already holds a training run" in result.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -164,3 +164,13 @@ def test_the_cross_validation_recipe_sweeps_every_fold_and_keeps_the_rest_of_lgg
         a, b = getattr(lgg, group), getattr(cv, group)
         differ = {k for k in vars(a) if getattr(a, k) != getattr(b, k)}
         assert differ <= changed, (group, differ)
+
+
+@pytest.mark.parametrize("value", ["/data/scans (copy)", "/data/Müller", "/data/a,b"])
+def test_a_path_hydra_cannot_read_is_one_line_saying_how_to_quote_it(value):
+    with pytest.raises(ConfigError) as info:
+        load_config([f"dataset.root={value}"])
+    message = str(info.value)
+    assert "\n" not in message and "quote the value" in message
+    quoted = message.rpartition("in the shell as ")[2].strip('"')
+    assert load_config([quoted]).dataset.root == value  # what it says to type works

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 
 import pytest
 import yaml
@@ -11,6 +12,7 @@ from flexseg.commands._compose import CONF_DIR, load_config
 from flexseg.config import (
     DatasetConfig,
     EvaluateConfig,
+    InferConfig,
     TrainConfig,
     TrainerConfig,
     as_dict,
@@ -18,10 +20,11 @@ from flexseg.config import (
     model_schema,
     parse,
 )
-from flexseg.config.schema import DEFAULT_MODEL
+from flexseg.config.schema import DEFAULT_MODEL, ExportConfig
 from flexseg.errors import ConfigError
 from flexseg.losses import LOSSES, CrossEntropyDice
 from flexseg.models import MODELS, FlexUNet
+from flexseg.runs import read_run_config
 
 DATASET = {"name": "scans", "root": "data", "group_regex": r"^(p\d+)_"}
 
@@ -118,6 +121,19 @@ def test_parse_fills_defaults_and_converts_nested_sections():
         ({"model": {"_target_": "flexseg.models.Nope"}}, "`_target_` 'flexseg.models.Nope'"),
         ({"loss": {"name": "focal", "alpha": 0.5}}, "`loss.alpha` is not a setting of Focal"),
         ({"loss": "dice"}, "loss must be a mapping of settings"),
+        ({"trainer": {"learning_rate": -0.001}}, "trainer.learning_rate must be > 0"),
+        ({"trainer": {"learning_rate": 0}}, "trainer.learning_rate must be > 0"),
+        ({"trainer": {"clipnorm": -1}}, "trainer.clipnorm must be > 0 or null"),
+        ({"trainer": {"steps_per_epoch": 0}}, "trainer.steps_per_epoch must be >= 1 or null"),
+        ({"trainer": {"steps_per_epoch": -3}}, "trainer.steps_per_epoch must be >= 1 or null"),
+        ({"trainer": {"max_minutes": 0}}, "trainer.max_minutes must be > 0 or null"),
+        ({"trainer": {"warmup_epochs": -1}}, "trainer.warmup_epochs must be >= 0"),
+        ({"trainer": {"reduce_lr": {"factor": 1.5}}}, "trainer.reduce_lr.factor must be between"),
+        ({"seed": -1}, "seed must be an integer from 0 to 4294967295. Received: -1"),
+        ({"seed": 2**32}, "seed must be an integer from 0 to 4294967295"),
+        ({"dataset": {**DATASET, "group_regex": "^(p\\d+_"}}, "dataset.group_regex must be a"),
+        ({"dataset": {**DATASET, "group_regex": "^p\\d+_"}}, "with a capture group"),
+        ({"dataset": {**DATASET, "split": {"seed": -2}}}, "dataset.split.seed must be an integer"),
     ],
 )  # fmt: skip
 def test_every_bad_value_is_refused_naming_its_key(data, message):
@@ -132,3 +148,43 @@ def test_each_command_takes_only_its_own_keys():
         parse(EvaluateConfig, {"run_dir": "r", "trainer": {"epochs": 3}})
     with pytest.raises(ConfigError, match="checkpoint must be one of"):
         EvaluateConfig(run_dir="r", checkpoint="final")
+
+
+def test_a_target_outside_flexsegs_models_is_refused_before_any_import():
+    assert "this" not in sys.modules
+    with pytest.raises(ConfigError, match="is not one of flexseg's models"):
+        parse(TrainConfig, {"dataset": DATASET, "model": {"_target_": "this.s"}})
+    assert "this" not in sys.modules  # the module a config named never ran
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "is empty, not a mapping"), (b"- a\n- b\n", "is a list, not a mapping"),
+     (b"7\n", "is a number"), (b"\xff\xfe\x00bad", "is not UTF-8 text")],
+)  # fmt: skip
+def test_a_run_config_that_is_no_mapping_is_one_error_naming_the_file(tmp_path, content, message):
+    (tmp_path / "config.yaml").write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        read_run_config(tmp_path)
+    assert message in str(info.value)
+    assert str(tmp_path / "config.yaml") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("schema", "data", "message"),
+    [
+        (InferConfig, {"run_dir": "r", "input": ""},
+         "input must be a path or a list of paths, not empty. Received: ''"),
+        (InferConfig, {"run_dir": "r", "input": []}, "input must be a path or a list"),
+        (InferConfig, {"run_dir": "", "input": "x"}, "run_dir must be a path or a list"),
+        (InferConfig, {"run_dir": "r", "input": "x", "output": " "}, "output must be a path or"),
+        (ExportConfig, {"run_dir": ""}, "run_dir must be a path, not empty"),
+        (EvaluateConfig, {"run_dir": ["a", ""]}, "run_dir must be a path or a list"),
+        (TrainConfig, {"dataset": {"name": "x", "root": " "}}, "dataset.root must be a path, not"),
+    ],
+)  # fmt: skip
+def test_an_empty_path_is_refused_naming_its_key(schema, data, message):
+    """As an unset shell variable gives (`input=$SCANS`): never the current folder."""
+    with pytest.raises(ConfigError) as info:
+        parse(schema, data)
+    assert message in str(info.value)

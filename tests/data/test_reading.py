@@ -39,6 +39,19 @@ def test_16_bit_tiff_keeps_its_range(tmp_path):
     assert unit.max() == pytest.approx(40000 / 65535)
 
 
+def test_a_float_image_with_nan_or_infinite_pixels_is_refused_by_name(tmp_path):
+    image = np.ones((5, 6), np.float32)
+    image[1, 2], image[3, 4] = np.nan, np.inf
+    cv2.imwrite(str(tmp_path / "scan.tif"), image)
+    assert read_image_dtype(tmp_path / "scan.tif") == np.float32
+    with pytest.raises(DataError, match=r"scan.tif has 2 NaN or infinite pixel\(s\); fill them"):
+        read_image(tmp_path / "scan.tif")
+
+
+def read_image_dtype(path):
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED).dtype
+
+
 @pytest.mark.parametrize("content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n\x00\x00"])
 def test_unreadable_files_are_named(tmp_path, content):
     (tmp_path / "bad.png").write_bytes(content)

@@ -106,6 +106,25 @@ def test_bad_requests_are_refused_before_anything_is_written(trained, tmp_path, 
     assert not any((tmp_path / "run").glob("export*"))
 
 
+def test_overwrite_replaces_an_earlier_export_and_never_a_users_files(trained, tmp_path):
+    _, run_dir, _ = trained
+    fmt = export_module.NATIVE[BACKEND][0]
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "README.md").write_text("my notes")
+    (users / "other.onnx").write_bytes(b"another model")
+    before = {p.name: p.read_bytes() for p in users.iterdir()}
+    with pytest.raises(DataError, match=r"not an export .*README.md, other.onnx"):
+        export({"run_dir": str(run_dir), "format": fmt, "output": str(users), "overwrite": True})
+    assert {p.name: p.read_bytes() for p in users.iterdir()} == before  # all there, unchanged
+    out = tmp_path / "export"
+    export({"run_dir": str(run_dir), "format": fmt, "output": str(out)})
+    first = (out / "preprocessing.json").stat().st_mtime_ns
+    export({"run_dir": str(run_dir), "format": fmt, "output": str(out), "overwrite": True})
+    assert (out / "preprocessing.json").stat().st_mtime_ns >= first  # an export replaces one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "mine"]
+
+
 def test_the_command_names_a_bad_format_in_one_line(trained, tmp_path):
     _, run_dir, _ = trained
     result = run_cli("export", f"run_dir={run_dir}", "format=coreml", cwd=tmp_path)

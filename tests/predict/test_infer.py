@@ -38,11 +38,24 @@ def test_inference_at_original_size_tiled_and_never_overwriting(trained, tmp_pat
         probs = np.load(output / "probabilities" / f"{stem}.npy")
         assert probs.shape == (*size, 2)
         np.testing.assert_allclose(probs.astype(np.float32).sum(-1), 1.0, atol=1e-2)
-    before = (output / "masks" / "p09_small.png").read_bytes()
-    with pytest.raises(ValueError, match="overwrite=true"):
-        infer(cfg)
-    assert (output / "masks" / "p09_small.png").read_bytes() == before
-    infer({**cfg, "overwrite": True})
+    before = {p: p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    infer(cfg)  # the same run and settings again: everything is there, nothing is redone
+    assert {p: p.read_bytes() for p in output.rglob("*") if p.is_file()} == before
+    with pytest.raises(ValueError, match="another run or other settings; set overwrite=true"):
+        infer({**cfg, "tta": "none"})
+    assert {p: p.read_bytes() for p in output.rglob("*") if p.is_file()} == before
+    infer({**cfg, "tta": "none", "overwrite": True})
+
+
+def test_inference_into_the_data_sets_own_folder_is_refused(trained, tmp_path):
+    """output=<the data set's root> would write masks/ over the ground truth."""
+    root, run_dir, _ = trained
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    for output in (root, root / "masks"):
+        with pytest.raises(DataError, match="data set"):
+            infer({"run_dir": str(run_dir), "input": str(root / "images"), "output": str(output),
+                   "overwrite": True})  # fmt: skip
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
 
 
 def test_an_input_folder_without_images(trained, tmp_path):

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,19 @@ def test_a_sweep_of_multi_process_jobs_meets_on_a_port_per_job(tmp_path):
         ports |= set(re.findall(r"meeting at 127\.0\.0\.1:(\d+)", log))
     assert len(ports) == 2  # each job its own rendezvous
     assert (sweep / "sweep_summary.md").is_file()
+
+
+@faults
+def test_torchrun_starts_the_console_script_and_every_process_exits_0(tmp_path):
+    """As `srun flexseg-train` runs on SLURM: each process's exit status is 0 when the
+    training succeeded (a console script's return value would be its status)."""
+    run = fault_run(tmp_path, epochs=1)
+    script = Path(sys.executable).with_name("flexseg-train")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "--no-python", str(script), *run],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(history(tmp_path / "run")) == 1
+    assert "Traceback" not in result.stderr

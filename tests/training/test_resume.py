@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from flexseg.commands._compose import load_config
-from flexseg.errors import ConfigError, PreemptedError
+from flexseg.errors import ConfigError, DataError, PreemptedError
+from flexseg.locks import LOCK
 from flexseg.training import train
-from flexseg.training.resume import StopOnSignal, read_resume_state
+from flexseg.training.resume import RESUME_FILE, StopOnSignal, read_resume_state
 from tests.helpers import TINY_RUN, TRAIN_VALID_SPLIT, make_flat_dataset
 
 EPOCHS = 10  # long enough that a signal sent after epoch 1 lands mid-run
@@ -147,3 +148,20 @@ def test_a_signal_is_passed_on_to_the_handler_installed_before_training(tmp_path
         assert received == [signal.SIGUSR2]  # e.g. submitit's handler: requeue the job
     finally:
         signal.signal(signal.SIGUSR2, before)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut", b"not a zip at all"])
+def test_a_damaged_resume_state_is_one_error_naming_it(tmp_path, content):
+    (tmp_path / RESUME_FILE).write_bytes(content)
+    with pytest.raises(DataError, match=rf"the resume state .*{RESUME_FILE} is damaged"):
+        read_resume_state(tmp_path)
+    assert (tmp_path / RESUME_FILE).read_bytes() == content
+
+
+def test_a_second_training_into_a_folder_in_use_is_refused(data, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK).write_text(f"{os.getppid()}\n")  # a process that runs
+    with pytest.raises(DataError, match=f"in use: process {os.getppid()} is writing there"):
+        train(load_config([f"dataset.root={data}", *TINY_RUN, *TRAIN_VALID_SPLIT]), run)
+    assert sorted(p.name for p in run.iterdir()) == [LOCK]
