@@ -22,6 +22,14 @@ def postprocess_run(run_dir: str | Path, tta: str = "none") -> None:
     )
 
 
+def evaluation_line(summary: dict) -> str:
+    """The evaluation in one line, the last a command prints (for a batch job's log)."""
+    return (
+        f"fg_dice_volume={summary['fg_dice_volume_mean']:.4f} split={summary['split']} "
+        f"images={summary['images']} written_to={summary['written_to']}"
+    )
+
+
 def format_evaluation(summary: dict) -> str:
     """The headline numbers of an evaluation, one per line."""
     from flexseg.predict.evaluation import HEADLINE, MM_MEANS

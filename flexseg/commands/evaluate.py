@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flexseg.commands._app import command
-from flexseg.commands._report import format_evaluation
+from flexseg.commands._report import evaluation_line, format_evaluation
 from flexseg.config.schema import EvaluateConfig
 
 
@@ -16,4 +16,6 @@ def main(cfg: EvaluateConfig, run_dir: Path) -> None:
     from flexseg.predict.evaluation import evaluate
 
     backend.use_compile_cache(cfg.compile_cache)
-    print(format_evaluation(evaluate(cfg)))
+    summary = evaluate(cfg)
+    print(format_evaluation(summary))
+    print(evaluation_line(summary))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -282,6 +283,38 @@ class EpochSchedule(keras.callbacks.Callback):
         self.length = length
 
 
+def plain_lines(verbose: int, stream=None) -> bool:
+    """Whether training reports one plain line per epoch instead of Keras' progress bar:
+    `trainer.verbose=2`, or 1 (the default) where stdout is no terminal (a log file, a SLURM
+    job). Keras would draw its bar with carriage returns and colour codes into the file."""
+    stream = sys.stdout if stream is None else stream
+    if verbose == 2:
+        return True
+    return verbose == 1 and not (hasattr(stream, "isatty") and stream.isatty())
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One line at the end of every epoch, with no control characters: the epoch, its
+    seconds and every logged value, e.g. `epoch 3/40 21.4 s: fg_dice 0.6123, loss 0.4021,
+    val_fg_dice 0.5877, ..., learning_rate 0.00091`.
+    """
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+        self.start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.monotonic() - (self.start or time.monotonic())
+        values = ", ".join(
+            f"{name} {float(value):.4g}" for name, value in epoch_values(self.model, logs).items()
+        )
+        print(f"epoch {epoch + 1}/{self.epochs} {seconds:.1f} s: {values}", flush=True)
+
+
 class TimeLimit(keras.callbacks.Callback):
     """Stops training after the first epoch that ends past `minutes` of wall time (in any
     process of the training, with `agree`)."""
@@ -367,6 +400,8 @@ def build_callbacks(
     callbacks += _writers(cfg, run_dir, datasets, writes)
     if trainer.max_minutes:
         callbacks.append(TimeLimit(trainer.max_minutes, agree))
+    if writes and plain_lines(trainer.verbose):
+        callbacks.append(EpochLine(trainer.epochs))
     return callbacks
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto.event_pb2 import Event
@@ -10,6 +12,7 @@ import flexseg.training.plan as plan_module
 from flexseg.commands._compose import load_config
 from flexseg.errors import PreflightError
 from flexseg.training import train
+from flexseg.training.callbacks import plain_lines
 from flexseg.training.logs import tag_of
 from tests.helpers import TINY_RUN, TRAIN_VALID_SPLIT, make_flat_dataset
 
@@ -80,3 +83,40 @@ def test_a_missing_logger_package_is_a_plan_problem(tmp_path, monkeypatch):
     with pytest.raises(PreflightError, match=r"logger.mlflow=true needs mlflow, not installed"):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_training_whose_stdout_is_no_terminal_writes_one_plain_line_an_epoch(tmp_path, capfd):
+    """As in a SLURM log or `> train.log`: no progress bar, no carriage return or colour code,
+    one line per epoch with its seconds and every logged value."""
+    make_flat_dataset(tmp_path / "data", slices=4, size=(32, 32))
+    cfg = load_config(
+        [f"dataset.root={tmp_path / 'data'}", *TINY_RUN, *TRAIN_VALID_SPLIT, "trainer.verbose=1",
+         "trainer.epochs=3", "trainer.early_stopping.enabled=false", "trainer.preview_images=0",
+         "logger=none"]
+    )  # fmt: skip
+    capfd.readouterr()
+    train(cfg, tmp_path / "run")
+    out = capfd.readouterr().out
+    assert "\r" not in out and "\x1b" not in out and "\b" not in out
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+    for line in lines:
+        assert re.match(r"^epoch \d/3 \d+\.\d s: ", line), line
+        for name in ("loss", "fg_dice", "val_loss", "val_fg_dice", "learning_rate"):
+            assert re.search(rf"(: |, ){name} [-\d.e]+(,|$)", line), (name, line)
+
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_the_bar_stays_on_a_terminal_and_verbose_chooses():
+    terminal, file = _Stream(True), _Stream(False)
+    assert not plain_lines(1, terminal)  # Keras' bar
+    assert plain_lines(1, file)
+    assert plain_lines(2, terminal) and plain_lines(2, file)
+    assert not plain_lines(0, terminal) and not plain_lines(0, file)  # silent
