@@ -44,13 +44,22 @@ FLEXSEG = [sys.executable, "-m", "flexseg"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=sorted(SETS))
-    parser.add_argument("--root", required=True, help="the data set's folder")
+    parser.add_argument("dataset", choices=sorted(SETS), nargs="?")
+    parser.add_argument("--root", help="the data set's folder")
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--work", default=str(BENCH / "work"), help="nnU-Net's folders, runs")
     parser.add_argument("--flexseg-run", help="a finished planned flexseg run to score")
     parser.add_argument("--skip-nnunet", action="store_true", help="only the flexseg side")
+    parser.add_argument(
+        "--markdown-only", action="store_true", help="nnunet.md again from nnunet.json"
+    )
     args = parser.parse_args()
+    if args.markdown_only:
+        merged = json.loads((BENCH / "nnunet.json").read_text())
+        (BENCH / "nnunet.md").write_text(markdown(merged))
+        return
+    if not args.dataset or not args.root:
+        parser.error("give the data set and --root")
     option, number, configuration, tta, extra = SETS[args.dataset]
     work = Path(args.work).resolve() / args.dataset
     work.mkdir(parents=True, exist_ok=True)
@@ -307,7 +316,9 @@ def markdown(merged: dict) -> str:
     lines = [
         "# flexseg's planned recipe beside nnU-Net v2", "",
         "Written by `scripts/benchmark_nnunet.py`: the same data, split, machine and time budget "
-        "for both; both scored by `flexseg-evaluate` on the test cases.", "",
+        "for both, each side planning and preprocessing inside its budget; both scored by "
+        "`flexseg-evaluate` on the same test cases (Dice per case, then the mean over cases). "
+        "The whole plans and every case's scores are in `benchmarks/nnunet.json`.", "",
     ]  # fmt: skip
     for name, r in merged.items():
         sides = [r["flexseg"], r.get("nnunet")]
@@ -317,13 +328,51 @@ def markdown(merged: dict) -> str:
             rows.append((f"Dice {label}", [fmt(s["scores"]["mean_per_label"][label]) if s else "-"
                                             for s in sides]))  # fmt: skip
         rows.append(("epochs", [s["epochs"] if s else "-" for s in sides]))
-        rows.append(("times (s)", [s["times_s"] if s else "-" for s in sides]))
+        for key in ("plan_s", "plan_and_preprocess_s", "train_s", "inference_s"):
+            values = [s["times_s"].get(key) if s else None for s in sides]
+            if any(v is not None for v in values):
+                rows.append((key.removesuffix("_s").replace("_", " ") + " (s)",
+                             ["-" if v is None else f"{v:.0f}" for v in values]))  # fmt: skip
+        rows += plan_rows(sides[0]["plan"], sides[1]["plan"] if sides[1] else None)
         lines += [f"## {name}", "", f"{r['machine']}, {r['minutes']:g} minutes each.", ""]
+        if sides[1]:
+            lines += [f"nnU-Net {sides[1]['version']} `{sides[1]['configuration']}`, "
+                      f"{sides[1]['trainer']}; flexseg with TTA `{sides[0]['tta']}`, nnU-Net "
+                      "with its default mirroring.", ""]  # fmt: skip
         lines += ["| | flexseg (planned) | nnU-Net |", "|---|---|---|"]
         lines += [f"| {label} | {a} | {b} |" for label, (a, b) in rows]
-        plans = {"flexseg": sides[0]["plan"], "nnunet": sides[1]["plan"] if sides[1] else None}
-        lines += ["", "Plans:", "", "```json", json.dumps(plans, indent=1), "```", ""]
+        lines += ["", r["note"]] if r.get("note") else []  # what the numbers mean, by hand
+        lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def plan_rows(flexseg: dict, nnunet: dict | None) -> list[tuple[str, list[str]]]:
+    """The two plans' main settings side by side."""
+    dataset, model, trainer = flexseg["dataset"], flexseg["model"], flexseg["trainer"]
+    size = dataset.get("patch_size") or dataset.get("image_size")
+    dims = model.get("spatial_dims", 2)
+    base = model.get("base_filters", 16)
+    ours = {
+        "input (voxels or pixels)": " x ".join(map(str, size)) if size else "whole image",
+        "batch": trainer.get("batch_size"),
+        "levels, filters": f"{model.get('num_layers')}, "
+        + "-".join(str(base * 2**i) for i in range(model.get("num_layers", 5))),
+        "normalisation": f"{model.get('normalization', 'batch')}; {dataset.get('normalize')}",
+        "configuration": f"{dims}D",
+    }
+    theirs = {}
+    if nnunet:
+        arch = nnunet.get("architecture", {}).get("arch_kwargs", {})
+        features = arch.get("features_per_stage", [])
+        norm = str(arch.get("norm_op", "")).rpartition(".")[2]
+        theirs = {
+            "input (voxels or pixels)": " x ".join(map(str, nnunet.get("patch_size", []))),
+            "batch": nnunet.get("batch_size"),
+            "levels, filters": f"{arch.get('n_stages')}, " + "-".join(map(str, features)),
+            "normalisation": f"{norm}; {', '.join(nnunet.get('normalization_schemes', []))}",
+            "configuration": f"{len(nnunet.get('patch_size', []))}D",
+        }
+    return [(k, [str(v), str(theirs.get(k, "-"))]) for k, v in ours.items()]
 
 
 def fmt(value: float) -> str:
